@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from bench_sampling import wordnet_sentences  # same sentence source as the sampling benchmark
 
-from sarm.activations import ActivationReader, sample_activations
 from sarm.backbone import hidden_states, load_decoder, load_tokenizer
-from sarm.sae import TopKSAE
-from sarm.sae_train import SAETrainConfig, train_sae
+from sarm.sae.model import TopKSAE
+from sarm.sae.reader import ActivationReader
+from sarm.sae.sampling import sample_activations
+from sarm.sae.train import SAETrainConfig, train_sae
 
 BENCH_DIR = Path(tempfile.gettempdir()) / "sarm_bench"
 RESULTS = Path(__file__).parent / "results" / "sae.json"
@@ -182,7 +183,7 @@ def train_interleaved(models, train, evaluation, batch_size, steps, lr) -> dict:
 
 
 def end_to_end(acts: Path, layer: int, d: int, m: int, k: int, batch_size: int, steps: int) -> dict:
-    """sarm.sae_train.train_sae itself: reading shards, bookkeeping, metrics and outputs included."""
+    """sarm.sae.train.train_sae itself: reading shards, bookkeeping, metrics and outputs included."""
     with tempfile.TemporaryDirectory() as out:
         cfg = SAETrainConfig(
             batch_size=batch_size,
@@ -333,7 +334,7 @@ def main() -> None:
         torch.manual_seed(0)
         models.append(cls(d, m, k, **kwargs))
     results = train_interleaved(models, train, evaluation, args.batch_size, args.steps, args.lr)
-    results["sarm.sae_train.train_sae (end to end, alone)"] = end_to_end(
+    results["sarm.sae.train.train_sae (end to end, alone)"] = end_to_end(
         acts, args.layer, d, m, k, args.batch_size, args.steps
     )
 

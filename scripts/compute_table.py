@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from sarm.compute import benchmarks_by_procedure, device_name
-from sarm.runlog import log_to_file
-from sarm.tables import compute_table, write_table
+from sarm.report.compute import benchmarks_by_procedure, device_name
+from sarm.report.tables import compute_table, write_table
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 benchmarks = benchmarks_by_procedure(snakemake.params.benchmarks)

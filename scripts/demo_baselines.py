@@ -6,7 +6,7 @@
 Scorers: length only (longer is better; shorter is better), a bag-of-words logistic regression trained on
 the demo training pairs (feature = BoW(chosen response) - BoW(rejected response), no intercept), and chance
 (exact 1/n for best-of-n; the Ties expectation under i.i.d. uniform rewards by Monte Carlo). All are scored
-with the project's RewardBench 2 scoring (`sarm.rewardbench.score_rewardbench2`).
+with the project's RewardBench 2 scoring (`sarm.eval.rewardbench2.score_rewardbench2`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sarm.data.preferences import load_preference_pairs
 from sarm.data.records import BenchmarkPrompt
 from sarm.data.rewardbench2 import SUBSETS, load_rewardbench2
-from sarm.rewardbench import score_rewardbench2, ties_score
+from sarm.eval.rewardbench2 import score_rewardbench2, ties_score
 
 log = logging.getLogger("demo_baselines")
 

@@ -5,12 +5,14 @@ import pandas as pd
 from sarm.interpret.contexts import write_parquet_atomic
 from sarm.interpret.detection import DetectionConfig, detection_scores
 from sarm.interpret.explainers import ExplainerConfig, build_explainer
-from sarm.runlog import log_to_file
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 interpret = snakemake.params.interpret
 judge = build_explainer(
-    ExplainerConfig.from_config(interpret["explainer"]), snakemake.params.cache, snakemake.params.explainer_path
+    ExplainerConfig.from_config(interpret["explainer"]),
+    snakemake.params.cache,
+    snakemake.params.explainer_path,
 )
 scores = detection_scores(
     pd.read_parquet(snakemake.input.contexts),

@@ -5,14 +5,14 @@ from pathlib import Path
 import torch
 
 from sarm.backbone import load_tokenizer
-from sarm.conversations import rewardbench2_prompts
-from sarm.evaluate import score_completions, score_completions_from_states, write_rewardbench2_results
-from sarm.reward_model import load_reward_model
-from sarm.runlog import log_to_file
+from sarm.data.specs import load_dataset_spec
+from sarm.eval.score import score_completions, score_completions_from_states, write_rewardbench2_results
+from sarm.rm.models import load_reward_model
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-prompts = rewardbench2_prompts(snakemake.params.data)
+prompts = load_dataset_spec("rewardbench2", snakemake.params.data)
 model_dir = Path(snakemake.input.model).parent
 states = snakemake.input.get("states")
 settings = snakemake.params.reward_model

@@ -9,8 +9,8 @@ import pandas as pd
 
 from sarm.interpret.contexts import write_parquet_atomic
 from sarm.interpret.explainers import ExplainerConfig, build_explainer, explain_features, features_to_explain
-from sarm.reward_model import load_reward_model
-from sarm.runlog import log_to_file
+from sarm.rm.models import load_reward_model
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 interpret = snakemake.params.interpret
@@ -18,7 +18,9 @@ contexts = pd.read_parquet(snakemake.input.contexts)
 head_weight = load_reward_model(Path(snakemake.input.model).parent, with_backbone=False).head_weight()
 features = features_to_explain(head_weight, contexts, interpret["max_features"])
 explainer = build_explainer(
-    ExplainerConfig.from_config(interpret["explainer"]), snakemake.params.cache, snakemake.params.explainer_path
+    ExplainerConfig.from_config(interpret["explainer"]),
+    snakemake.params.cache,
+    snakemake.params.explainer_path,
 )
 explanations = explain_features(contexts, features, explainer, interpret["top_contexts"])
 write_parquet_atomic(explanations, snakemake.output.explanations)

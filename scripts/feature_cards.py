@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from sarm.interpret.cards import feature_cards, write_feature_cards
-from sarm.reward_model import load_reward_model
-from sarm.runlog import log_to_file
+from sarm.rm.models import load_reward_model
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 model_dir = Path(snakemake.input.model).parent

@@ -5,16 +5,15 @@ from pathlib import Path
 import torch
 
 from sarm.backbone import device_and_dtype, load_tokenizer
-from sarm.data.rmbench import load_rmbench
+from sarm.data.specs import load_dataset_spec
 from sarm.interpret.contexts import ContextConfig, collect_feature_contexts, write_feature_contexts
-from sarm.reward_model import load_reward_model
-from sarm.runlog import log_to_file
+from sarm.rm.models import load_reward_model
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device, _ = device_and_dtype()
-data = snakemake.params.data
-items = load_rmbench(data["source"], data["split"])[: data["limit"] or None]
+items = load_dataset_spec("rmbench", snakemake.params.data)
 model = load_reward_model(Path(snakemake.input.model).parent, device=device)
 result = collect_feature_contexts(
     model.token_latents,

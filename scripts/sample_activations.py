@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from sarm.activations import sample_activations
 from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
 from sarm.data.corpus import read_sentence_part
-from sarm.runlog import log_to_file
+from sarm.runtime import log_to_file
+from sarm.sae.sampling import sample_activations
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -2,7 +2,7 @@
 
 from sarm.backbone import load_tokenizer
 from sarm.data.corpus import iter_sentences, write_sentence_parts
-from sarm.runlog import log_to_file
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 corpus = snakemake.params.corpus
@@ -19,4 +19,8 @@ sentences = iter_sentences(
 counts = write_sentence_parts(sentences, list(snakemake.output.parts))
 log.info("sentences per part: %s", counts)
 if sum(counts) < corpus["sentences"]:
-    log.warning("the corpus gave %d sentences, fewer than data.corpus.sentences = %d", sum(counts), corpus["sentences"])
+    log.warning(
+        "the corpus gave %d sentences, fewer than data.corpus.sentences = %d",
+        sum(counts),
+        corpus["sentences"],
+    )

@@ -5,23 +5,21 @@ from pathlib import Path
 import torch
 
 from sarm.backbone import device_and_dtype, load_tokenizer
-from sarm.conversations import rewardbench2_prompts
-from sarm.data.rmbench import load_rmbench
-from sarm.reward_model import load_reward_model
-from sarm.runlog import log_to_file
-from sarm.steering import SteeringConfig, run_steering, write_steering
+from sarm.data.specs import load_dataset_spec
+from sarm.interpret.steering import SteeringConfig, run_steering, write_steering
+from sarm.rm.models import load_reward_model
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device, _ = device_and_dtype()
 model = load_reward_model(Path(snakemake.input.model).parent, device=device)
-rmbench = snakemake.params.rmbench
 result = run_steering(
     model.latents,
     model.head_weight(),
     load_tokenizer(snakemake.params.backbone),
-    load_rmbench(rmbench["source"], rmbench["split"]),
-    rewardbench2_prompts(snakemake.params.rewardbench2),
+    load_dataset_spec("rmbench", snakemake.params.rmbench),
+    load_dataset_spec("rewardbench2", snakemake.params.rewardbench2),
     SteeringConfig.from_config(snakemake.params.steering, snakemake.params.reward_model),
     device=device,
 )

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from sarm.plots import sweep_plot
-from sarm.runlog import log_to_file
+from sarm.report.plots import sweep_plot
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 sweep_plot(pd.read_csv(snakemake.input.table), snakemake.wildcards.kind, snakemake.output.plot)

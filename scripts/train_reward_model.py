@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
-from sarm.runlog import log_to_file
-from sarm.training_job import RewardModelJob, launch
+from sarm.rm.launch import RewardModelJob, launch
+from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 
 from sarm.backbone import device_and_dtype
-from sarm.runlog import log_to_file
-from sarm.sae import TopKSAE
-from sarm.sae_train import SAETrainConfig, train_sae
+from sarm.runtime import log_to_file
+from sarm.sae.model import TopKSAE
+from sarm.sae.train import SAETrainConfig, train_sae
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     """A random tiny Llama with a ChatML tokenizer, as a Hugging Face folder."""
-    from sarm.tiny import build_tiny_llama
+    from tests.tiny_llama import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
 

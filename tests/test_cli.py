@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sarm.cli import main
-from sarm.reward_model import build_sarm, build_vanilla_rm, save_reward_model
-from sarm.sae import TopKSAE
+from sarm.rm.models import build_sarm, build_vanilla_rm, save_reward_model
+from sarm.sae.model import TopKSAE
 
 
 @pytest.fixture(scope="module")

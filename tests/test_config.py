@@ -34,7 +34,9 @@ def test_sweeps_share_the_base_run():
     assert len(runs) == 15
     base = experiment_run(config, "SARM-2B")
     assert sum(run == base for _, _, run in runs) == 3  # layer 14, 16x, k=144 coincide
-    assert {run.latents for kind, _, run in runs if kind == "latents"} == {3072 * m for m in (8, 12, 16, 24, 32)}
+    assert {run.latents for kind, _, run in runs if kind == "latents"} == {
+        3072 * m for m in (8, 12, 16, 24, 32)
+    }
 
 
 def test_demo_layers_are_fractions_of_depth():
@@ -65,8 +67,14 @@ def test_sizes_as_multiples_of_hidden_size():
         (lambda c: c["reward_model"].update(lr=-1), "config key `reward_model.lr`"),
         (lambda c: c["experiments"]["SARM-2B"].update(layer=99), "`experiments.SARM-2B.layer`"),
         (lambda c: c["experiments"]["SARM-2B"].update(backbone="gpt5"), "`experiments.SARM-2B.backbone`"),
-        (lambda c: c["experiments"]["SARM-2B"].update(k=100000), "`experiments.SARM-2B.k` resolves to 100000"),
-        (lambda c: c["tables"]["table2"]["experiments"].append("SARM-9B"), "`tables.table2.experiments` names 'SARM-9B'"),
+        (
+            lambda c: c["experiments"]["SARM-2B"].update(k=100000),
+            "`experiments.SARM-2B.k` resolves to 100000",
+        ),
+        (
+            lambda c: c["tables"]["table2"]["experiments"].append("SARM-9B"),
+            "`tables.table2.experiments` names 'SARM-9B'",
+        ),
         (lambda c: c["interpret"]["explainer"].update(kind="magic"), "config key `interpret.explainer.kind`"),
     ],
 )

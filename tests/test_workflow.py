@@ -39,9 +39,18 @@ def test_paper_dag_holds_every_experiment(paper_dry_run):
         "results/llama-3.1-8b/layer16/rm/sarm_sequence_m65536_k192/steering/figure3a.png",
         "results/llama-3.1-8b/layer16/rm/sarm_sequence_m65536_k192/interpret/feature_cards.md",
     ]
-    expected += [f"results/llama-3.2-3b/layer{layer}/rm/sarm_sequence_m49152_k144/rewardbench2.json" for layer in (7, 10, 28)]
-    expected += [f"results/llama-3.2-3b/layer14/rm/sarm_sequence_m{3072 * m}_k144/rewardbench2.json" for m in (8, 12, 24, 32)]
-    expected += [f"results/llama-3.2-3b/layer14/rm/sarm_sequence_m49152_k{k}/rewardbench2.json" for k in (48, 96, 196, 240)]
+    expected += [
+        f"results/llama-3.2-3b/layer{layer}/rm/sarm_sequence_m49152_k144/rewardbench2.json"
+        for layer in (7, 10, 28)
+    ]
+    expected += [
+        f"results/llama-3.2-3b/layer14/rm/sarm_sequence_m{3072 * m}_k144/rewardbench2.json"
+        for m in (8, 12, 24, 32)
+    ]
+    expected += [
+        f"results/llama-3.2-3b/layer14/rm/sarm_sequence_m49152_k{k}/rewardbench2.json"
+        for k in (48, 96, 196, 240)
+    ]
     expected += [f"results/tables/table{n}.md" for n in (1, 2, 3, 4)]
     missing = [path for path in expected if path not in paper_dry_run]
     assert not missing
@@ -87,7 +96,9 @@ def test_bad_config_stops_the_run_with_one_sentence():
 
 
 def _pins(lines):
-    return dict(re.match(r"^([A-Za-z0-9_.-]+)==(\S+)$", line.strip()).groups() for line in lines if "==" in line)
+    return dict(
+        re.match(r"^([A-Za-z0-9_.-]+)==(\S+)$", line.strip()).groups() for line in lines if "==" in line
+    )
 
 
 def test_conda_envs_agree_with_pip_pins():
@@ -97,7 +108,11 @@ def test_conda_envs_agree_with_pip_pins():
         pip_section = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
         env_pins = _pins(line for line in pip_section if not line.startswith("-"))
         assert env_pins, f"{env_file.name} pins nothing"
-        disagreeing = {name: (version, pip_pins.get(name)) for name, version in env_pins.items() if pip_pins.get(name) != version}
+        disagreeing = {
+            name: (version, pip_pins.get(name))
+            for name, version in env_pins.items()
+            if pip_pins.get(name) != version
+        }
         assert not disagreeing, f"{env_file.name} disagrees with requirements.txt: {disagreeing}"
 
 

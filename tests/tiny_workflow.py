@@ -14,13 +14,25 @@ def tiny_config(backbone: Path) -> dict:
     return {
         "backbones": {"tiny": {"source": str(backbone), "num_layers": 4, "hidden_size": 32}},
         "data": {
-            "corpus": {"source": str(demo / "corpus.jsonl.gz"), "sentences": 300, "min_tokens": 4, "max_tokens": 48},
+            "corpus": {
+                "source": str(demo / "corpus.jsonl.gz"),
+                "sentences": 300,
+                "min_tokens": 4,
+                "max_tokens": 48,
+            },
             "preferences": {"source": str(demo / "preference_train.jsonl"), "limit": 96},
             "rewardbench2": {"source": str(demo / "rewardbench2.jsonl")},
             "rmbench": {"source": str(demo / "rmbench.jsonl"), "limit": 40},
         },
         "sampling": {"parts": 2, "batch_tokens": 1024, "shard_rows": 64},
-        "sae": {"latents": "4x", "k": 4, "batch_size": 32, "epochs": 2, "shuffle_buffer": 256, "checkpoint_every": 5},
+        "sae": {
+            "latents": "4x",
+            "k": 4,
+            "batch_size": 32,
+            "epochs": 2,
+            "shuffle_buffer": 256,
+            "checkpoint_every": 5,
+        },
         "reward_model": {
             "train_backbone": False,
             "epochs": 2,
@@ -32,12 +44,29 @@ def tiny_config(backbone: Path) -> dict:
             "checkpoint_every": 5,
         },
         "experiments": {
-            "SARM": {"backbone": "tiny", "layer": 0.5, "reported_as": "SARM-2B (Llama-3.2-3B-Instruct layer 14)"},
-            "random": {"backbone": "tiny", "layer": 0.5, "encoder": "random", "reported_as": "SAE encoder with random init"},
-            "token": {"backbone": "tiny", "layer": 0.5, "level": "token", "reported_as": "Token-level SAE pretraining"},
+            "SARM": {
+                "backbone": "tiny",
+                "layer": 0.5,
+                "reported_as": "SARM-2B (Llama-3.2-3B-Instruct layer 14)",
+            },
+            "random": {
+                "backbone": "tiny",
+                "layer": 0.5,
+                "encoder": "random",
+                "reported_as": "SAE encoder with random init",
+            },
+            "token": {
+                "backbone": "tiny",
+                "layer": 0.5,
+                "level": "token",
+                "reported_as": "Token-level SAE pretraining",
+            },
         },
         "tables": {
-            "table1": {"experiments": ["SARM"], "vanilla": [{"backbone": "tiny", "layer": 2}, {"backbone": "tiny", "layer": 1.0}]},
+            "table1": {
+                "experiments": ["SARM"],
+                "vanilla": [{"backbone": "tiny", "layer": 2}, {"backbone": "tiny", "layer": 1.0}],
+            },
             "table2": {"experiments": ["random", "token", {"experiment": "SARM", "reported_as": "SARM-4B"}]},
             "table3": {"base": "SARM", "layer": [1, 2], "latents": ["4x", "8x"], "k": [4, 8]},
         },
@@ -67,8 +96,11 @@ def make_workdir(root: Path, backbone: Path, config: dict | None = None) -> Path
 
 def workflow_args(workdir: Path, config_path: Path) -> list[str]:
     return [
-        "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(config_path),
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
         "--replace-workflow-config",
     ]

@@ -17,9 +17,10 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from sarm.backbone import BackboneError, load_tokenizer
+from sarm.batching import pad_right
+from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
-from sarm.final_states import DEFAULT_MAX_LENGTH, pad_right, tokenize_conversations
-from sarm.reward_model import SARM, load_reward_model
+from sarm.rm.models import SARM, load_reward_model
 
 EXPLANATION_COLUMNS = ("feature", "explanation", "score")
 
@@ -139,7 +140,7 @@ def _format(number: int, total: int, reward: float, active: int, features: list[
 
 def add_attribute(subparsers) -> None:
     parser = subparsers.add_parser("attribute", help="reward of a response and the features that make it up")
-    parser.add_argument("model_dir", help="folder written by sarm.reward_model.save_reward_model")
+    parser.add_argument("model_dir", help="folder written by sarm.rm.models.save_reward_model")
     parser.add_argument("--prompt", help="user turn")
     parser.add_argument("--response", help="assistant turn")
     parser.add_argument("--jsonl", help="file of {prompt, response} or {messages} objects, one per line")

@@ -1,10 +1,14 @@
-"""Chat messages -> the exact text a backbone sees, through the tokenizer's own chat template."""
+"""Chat messages -> the exact text and token ids a backbone sees, through the tokenizer's own chat template."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
 from sarm.data.records import Message
+
+DEFAULT_MAX_LENGTH = 4096
 
 
 class ChatTemplateError(ValueError):
@@ -25,3 +29,20 @@ def format_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[Messa
         ):
             raise ChatTemplateError(f"message {position} needs string `role` and `content`, got {message!r}")
     return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def tokenize_conversations(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[list[Message]],
+    max_length: int = DEFAULT_MAX_LENGTH,
+) -> list[list[int]]:
+    """Token ids per conversation, left-truncated to `max_length` so the final (reward) token is kept."""
+    for i, messages in enumerate(conversations):
+        if not messages:
+            raise ValueError(f"conversation {i} has no messages")
+    # ChatML templates (SmolLM2, Qwen) end each turn with "<|im_end|>\n": without the strip, every reward
+    # would be read at the same newline token instead of the end-of-turn token (Llama-3's <|eot_id|>).
+    texts = [format_conversation(tokenizer, messages).rstrip() for messages in conversations]
+    # The template already wrote BOS and the turn markers; adding special tokens again would double BOS.
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [ids[-max_length:] for ids in encoded]

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from sarm.data.records import BenchmarkPrompt
+import pandas as pd
+
+from sarm.data.records import BenchmarkPrompt, Message
 from sarm.data.sources import FieldProblem, RowProblems, load_rows, require_columns
 
 SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 TIES = "Ties"
 TIES_ID = re.compile(r"^(ref|tied):(\d+)$")
 REQUIRED_COLUMNS = ("id", "prompt", "chosen", "rejected", "num_correct", "subset")
+# One row per (prompt, completion): the reward table of an evaluation without its `reward` column.
+COMPLETION_COLUMNS = ("id", "subset", "completion_index", "is_correct")
 
 
 def _completions(value: Any, field: str) -> list[str]:
@@ -80,3 +85,20 @@ def load_rewardbench2(source: str, split: str = "test") -> list[BenchmarkPrompt]
         prompts.append(prompt)
     problems.raise_if_any()
     return prompts
+
+
+def completion_table(prompts: Sequence[BenchmarkPrompt]) -> tuple[pd.DataFrame, list[list[Message]]]:
+    """One row per (prompt, completion) without rewards, and the matching chat conversations in row order."""
+    rows, conversations = [], []
+    for prompt in prompts:
+        for index in range(len(prompt.completions)):
+            rows.append(
+                {
+                    "id": str(prompt.id),
+                    "subset": prompt.subset,
+                    "completion_index": index,
+                    "is_correct": index < prompt.num_correct,
+                }
+            )
+            conversations.append(prompt.conversation(index))
+    return pd.DataFrame(rows, columns=list(COMPLETION_COLUMNS)), conversations

@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from sarm.atomic import atomic_write
+from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import format_conversation
 from sarm.data.records import Message, RMBenchItem
-from sarm.final_states import pad_right, token_budget_batches
+from sarm.runtime import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Evaluation stage: scoring a reward model on RewardBench 2 and the benchmark's own scoring rules."""

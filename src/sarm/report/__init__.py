@@ -1,0 +1,1 @@
+"""Report stage: the paper's tables, sweep plots and the compute table."""

@@ -1,0 +1,366 @@
+"""Paper tables 1-4 rebuilt from result files; the paper's numbers sit beside ours as separate rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sarm.data.rewardbench2 import SUBSETS
+from sarm.runtime import write_text_atomic
+
+SCORE_COLUMNS = ("Overall", *SUBSETS)
+TABLE_COLUMNS = ("Model", "Source", "Size", *SCORE_COLUMNS)
+SWEEP_TABLE_COLUMNS = ("Sweep", "Value", *TABLE_COLUMNS)
+COMPUTE_COLUMNS = ("Procedure", "Source", "Device", "Hours", "Jobs")
+SWEEP_KINDS = ("layer", "dim", "k")
+TABLES = ("table1", "table2", "table3")
+REPRODUCED, REPORTED = "reproduced", "reported"
+
+# paper_reported.csv spells the score columns in snake_case.
+_CSV_SCORES = {
+    "overall": "Overall",
+    "factuality": "Factuality",
+    "precise_if": "Precise IF",
+    "math": "Math",
+    "safety": "Safety",
+    "focus": "Focus",
+    "ties": "Ties",
+}
+_REPORTED_COLUMNS = ("table", "group", "model", "size", *_CSV_SCORES)
+_COMPUTE_CSV_COLUMNS = ("table", "procedure", "gpu", "gpu_hours")
+# Stored `overall` may be rounded; anything further off the subset mean is a broken file.
+_OVERALL_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One reproduced row: our label, its rewardbench2.json, and the paper row (`model`) it stands beside."""
+
+    label: str
+    path: Path
+    reported_as: str | None = None
+    sweep: str | None = None  # Table 3 only: "layer" | "dim" | "k"
+    sweep_value: float | None = None  # layer index (resolved, not a fraction), latents / d, or k
+    size: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+
+def read_rewardbench2(path: str | Path) -> dict[str, float]:
+    """Overall and per-subset scores (fractions 0..1; NaN for a subset listed in `missing_subsets`), validated."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"result file {path} does not exist (expected a rewardbench2.json)") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with keys `subsets` and `overall`")
+    subsets = data.get("subsets")
+    if not isinstance(subsets, dict):
+        raise ValueError(f"{path}: key `subsets` is missing or not an object")
+    declared_missing = data.get("missing_subsets", [])
+    if not isinstance(declared_missing, list) or not all(isinstance(name, str) for name in declared_missing):
+        raise ValueError(
+            f"{path}: key `missing_subsets` must be a list of subset names, got {declared_missing!r}"
+        )
+    # Subset names are matched case-insensitively, as the RewardBench 2 reference does.
+    by_name = {str(name).lower(): name for name in subsets}
+    absent = {name.lower() for name in declared_missing}
+    scores = {"Overall": _fraction(data, "overall", path, "overall")}
+    for name in SUBSETS:
+        if name.lower() in by_name:
+            scores[name] = _fraction(subsets, by_name[name.lower()], path, f"subsets.{name}")
+        elif name.lower() in absent:
+            scores[name] = math.nan  # the evaluation data had no prompts of this subset: an empty cell
+        else:
+            raise ValueError(f"{path}: key `subsets.{name}` is missing (and not listed in `missing_subsets`)")
+    present = [scores[name] for name in SUBSETS if not math.isnan(scores[name])]
+    if not present:
+        raise ValueError(f"{path}: key `subsets` has none of the subsets {', '.join(SUBSETS)}")
+    subset_mean = sum(present) / len(present)
+    if abs(subset_mean - scores["Overall"]) > _OVERALL_TOLERANCE:
+        raise ValueError(
+            f"{path}: key `overall` is {scores['Overall']} but the mean of the subsets is {subset_mean:.4f}"
+        )
+    return scores
+
+
+def _fraction(container: dict, key: str, path: Path, where: str) -> float:
+    if key not in container:
+        raise ValueError(f"{path}: key `{where}` is missing")
+    value = container[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{path}: key `{where}` must be a fraction between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def read_reported(csv_path: str | Path) -> pd.DataFrame:
+    """The paper's reported scores (paper_reported.csv), score columns renamed to the table headers."""
+    csv_path = Path(csv_path)
+    frame = _read_csv(csv_path, _REPORTED_COLUMNS)
+    for column, header in _CSV_SCORES.items():
+        frame[header] = [_number(value, csv_path, line, column) for line, value in _lines(frame[column])]
+    duplicated = frame.duplicated(["table", "model"], keep=False)
+    if duplicated.any():
+        first = frame[duplicated].iloc[0]
+        raise ValueError(f"{csv_path}: model {first['model']!r} appears twice in {first['table']}")
+    return frame.drop(columns=list(_CSV_SCORES))
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"reported numbers file {path} does not exist")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _lines(column: pd.Series) -> Iterable[tuple[int, str]]:
+    # Line 1 is the header, so data row i is on line i + 2.
+    return ((index + 2, value) for index, value in enumerate(column))
+
+
+def _number(text: str, path: Path, line: int, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{path}, line {line}: column `{column}` must be a number, got {text!r}") from None
+    if math.isnan(value):
+        raise ValueError(f"{path}, line {line}: column `{column}` is NaN")
+    return value
+
+
+def results_table(rows: Sequence[ResultRow], reported_csv: str | Path, table: str = "table1") -> pd.DataFrame:
+    """Table 1 (leaderboard + SARM + vanilla RM), 2 (ablations) or 3 (sweeps): reproduced and reported rows."""
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+    rows = list(rows)
+    paper = read_reported(reported_csv)
+    paper = paper[paper["table"] == table].reset_index(drop=True)
+    for row in rows:
+        if row.reported_as is not None and row.reported_as not in set(paper["model"]):
+            raise ValueError(
+                f"row {row.label!r}: reported_as={row.reported_as!r} is not a `model` of {table} in "
+                f"{reported_csv}; choose one of: {', '.join(paper['model'])}"
+            )
+    if table == "table3":
+        return _sweep_table(rows, paper)
+    # Paper order is kept; each of our rows goes just above the paper row it reproduces, the rest at the end.
+    position = dict(zip(paper["model"], paper.index, strict=True))
+    keyed = [
+        ((position.get(row.reported_as, len(paper)), 0, index), _reproduced_record(row))
+        for index, row in enumerate(rows)
+    ]
+    keyed += [((index, 1, 0), _reported_record(entry)) for index, entry in paper.iterrows()]
+    keyed.sort(key=lambda pair: pair[0])
+    return pd.DataFrame([record for _, record in keyed], columns=list(TABLE_COLUMNS))
+
+
+def _reproduced_record(row: ResultRow) -> dict:
+    scores = read_rewardbench2(row.path)
+    record = {"Model": row.label, "Source": REPRODUCED, "Size": row.size}
+    record.update({column: 100.0 * scores[column] for column in SCORE_COLUMNS})
+    return record
+
+
+def _reported_record(entry: pd.Series) -> dict:
+    record = {"Model": entry["model"], "Source": REPORTED, "Size": entry["size"]}
+    record.update({column: float(entry[column]) for column in SCORE_COLUMNS})
+    return record
+
+
+def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame) -> pd.DataFrame:
+    paper_value = {model: _sweep_value_from_name(model) for model in paper["model"]}
+    paper_kind = dict(zip(paper["model"], paper["group"], strict=True))
+    keyed = []
+    for index, row in enumerate(rows):
+        if row.sweep not in SWEEP_KINDS:
+            raise ValueError(
+                f"row {row.label!r}: sweep must be one of {', '.join(SWEEP_KINDS)}, got {row.sweep!r}"
+            )
+        if row.sweep_value is None:
+            raise ValueError(f"row {row.label!r}: sweep_value is required for table3")
+        anchor = row.sweep_value
+        if row.reported_as is not None:
+            if paper_kind[row.reported_as] != row.sweep:
+                raise ValueError(
+                    f"row {row.label!r}: reported_as={row.reported_as!r} belongs to the "
+                    f"{paper_kind[row.reported_as]!r} sweep, not {row.sweep!r}"
+                )
+            anchor = paper_value[row.reported_as]  # keeps our row beside its paper counterpart
+        record = {"Sweep": row.sweep, "Value": float(row.sweep_value), **_reproduced_record(row)}
+        keyed.append(((SWEEP_KINDS.index(row.sweep), anchor, 0, index), record))
+    for index, entry in paper.iterrows():
+        if entry["group"] not in SWEEP_KINDS:
+            continue
+        record = {"Sweep": entry["group"], "Value": paper_value[entry["model"]], **_reported_record(entry)}
+        keyed.append(((SWEEP_KINDS.index(entry["group"]), record["Value"], 1, index), record))
+    keyed.sort(key=lambda pair: pair[0])
+    return pd.DataFrame([record for _, record in keyed], columns=list(SWEEP_TABLE_COLUMNS))
+
+
+def _sweep_value_from_name(model: str) -> float:
+    # The paper names sweep rows "Layer 14 (SARM)", "16x (SARM)", "144": the first number is the value.
+    match = re.search(r"\d+(?:\.\d+)?", model)
+    if match is None:
+        raise ValueError(f"table3 row {model!r} of the reported numbers has no sweep value in its name")
+    return float(match.group())
+
+
+def benchmark_seconds(path: str | Path) -> float:
+    """Wall-clock seconds of one Snakemake `benchmark:` file (mean over its repeats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file {path} does not exist")
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "s" not in frame.columns:
+        raise ValueError(f"{path}: column `s` is missing (not a Snakemake benchmark file?)")
+    if frame.empty:
+        raise ValueError(f"{path}: no benchmark rows")
+    # Repeats time the same job again, so they are averaged rather than added up.
+    seconds = [_number(value, path, line, "s") for line, value in _lines(frame["s"])]
+    return sum(seconds) / len(seconds)
+
+
+def read_compute(csv_path: str | Path) -> pd.DataFrame:
+    """The paper's compute budget (paper_compute.csv) with `gpu_hours` checked to be numbers."""
+    csv_path = Path(csv_path)
+    frame = _read_csv(csv_path, _COMPUTE_CSV_COLUMNS)
+    frame["gpu_hours"] = [
+        _number(value, csv_path, line, "gpu_hours") for line, value in _lines(frame["gpu_hours"])
+    ]
+    return frame
+
+
+def compute_table(
+    benchmarks: Mapping[str, Sequence[str | Path]], device: str, reported_csv: str | Path
+) -> pd.DataFrame:
+    """Table 4: hours per procedure on `device` (reproduced) beside the paper's GPU-hours (reported)."""
+    paper = read_compute(reported_csv)
+    paper = paper[paper["table"] == "table4"]
+    reported = {entry["procedure"]: entry for _, entry in paper.iterrows()}
+    records = []
+    for procedure, files in benchmarks.items():
+        if not files:
+            raise ValueError(f"procedure {procedure!r} has no benchmark files")
+        hours = sum(benchmark_seconds(path) for path in files) / 3600.0
+        records.append(
+            {
+                "Procedure": procedure,
+                "Source": REPRODUCED,
+                "Device": device,
+                "Hours": hours,
+                "Jobs": len(files),
+            }
+        )
+        if procedure in reported:
+            records.append(_reported_compute(reported.pop(procedure)))
+    records += [_reported_compute(entry) for entry in reported.values()]
+    frame = pd.DataFrame(records, columns=list(COMPUTE_COLUMNS))
+    frame["Jobs"] = frame["Jobs"].astype("Int64")
+    return frame
+
+
+def _reported_compute(entry: pd.Series) -> dict:
+    return {
+        "Procedure": entry["procedure"],
+        "Source": REPORTED,
+        "Device": entry["gpu"],
+        "Hours": entry["gpu_hours"],
+        "Jobs": None,
+    }
+
+
+def write_table(df: pd.DataFrame, out_prefix: str | Path, caption: str, decimals: int = 1) -> list[Path]:
+    """Write `df` as <prefix>.md, .csv (full precision) and .tex (booktabs, escaped); returns the paths."""
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    cells = [
+        [_format_cell(column, value, decimals) for column, value in row.items()] for _, row in df.iterrows()
+    ]
+    numeric = [pd.api.types.is_numeric_dtype(df[column]) for column in df.columns]
+    outputs = {
+        out_prefix.with_name(out_prefix.name + ".md"): _markdown(list(df.columns), cells, numeric, caption),
+        out_prefix.with_name(out_prefix.name + ".csv"): df.to_csv(index=False),
+        out_prefix.with_name(out_prefix.name + ".tex"): _latex(df, cells, numeric, caption, out_prefix.name),
+    }
+    for path, text in outputs.items():
+        atomic_write_text(path, text)
+    return list(outputs)
+
+
+def _format_cell(column: str, value: object, decimals: int) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        if column == "Value":
+            return f"{value:g}"
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def _markdown(header: list[str], cells: list[list[str]], numeric: list[bool], caption: str) -> str:
+    def line(values: Iterable[str]) -> str:
+        return "| " + " | ".join(value.replace("|", r"\|") for value in values) + " |"
+
+    rule = "|" + "|".join("---:" if is_number else "---" for is_number in numeric) + "|"
+    return "\n".join([caption, "", line(header), rule, *(line(row) for row in cells)]) + "\n"
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with every LaTeX special character escaped, safe inside a tabular cell or caption."""
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def _latex(df: pd.DataFrame, cells: list[list[str]], numeric: list[bool], caption: str, label: str) -> str:
+    spec = "".join("r" if is_number else "l" for is_number in numeric)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', label)}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(str(column)) for column in df.columns) + r" \\",
+        r"\midrule",
+    ]
+    # A rule between Table 3's sweeps, as in the paper.
+    groups = list(df["Sweep"]) if "Sweep" in df.columns else [None] * len(cells)
+    for index, row in enumerate(cells):
+        if index > 0 and groups[index] != groups[index - 1]:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` so readers never see half a file."""
+    write_text_atomic(text, path)

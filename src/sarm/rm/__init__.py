@@ -1,0 +1,1 @@
+"""Reward-model stage: SARM and vanilla RM, preference pairs, Bradley-Terry training, its launch, cached final-token states."""

@@ -1,0 +1,167 @@
+"""Chat-formatted conversations -> token ids -> the residual state of each one's final token, at chosen layers.
+
+The reward is read at the final token, so in frozen-backbone mode one pass of the truncated decoder over
+every conversation, stored here, is all the backbone work a head needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from sarm.backbone import hidden_states, last_token_index
+from sarm.batching import pad_right, token_budget_batches
+from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
+from sarm.data.records import Message
+from sarm.data.rewardbench2 import completion_table
+from sarm.data.specs import load_dataset_spec
+from sarm.rm.pairs import pair_conversations
+from sarm.runtime import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.inference_mode()
+def iter_final_token_states(
+    decoder: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    batch_tokens: int,
+    pad_id: int,
+) -> Iterator[tuple[list[int], dict[int, torch.Tensor]]]:
+    """Yield (indices into token_ids, {layer: (b, d) float32 CPU}) batch by batch, longest batches first."""
+    depth = decoder.config.num_hidden_layers
+    bad = [layer for layer in layers if not 1 <= layer <= depth]
+    if bad:
+        raise ValueError(f"layers {bad} are outside 1..{depth} of this (truncated) decoder")
+    device = _device_of(decoder)
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        for batch in token_budget_batches([len(t) for t in token_ids], batch_tokens):
+            input_ids, attention_mask = pad_right([token_ids[i] for i in batch], pad_id)
+            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+            states = hidden_states(decoder, input_ids, attention_mask, list(layers))
+            rows = torch.arange(len(batch), device=device)
+            last = last_token_index(attention_mask)
+            yield batch, {layer: s[rows, last].float().cpu() for layer, s in states.items()}
+    finally:
+        decoder.train(was_training)
+
+
+def dataset_conversations(dataset: str, spec: dict) -> list[list[Message]]:
+    """preferences: every chosen then every rejected conversation; rewardbench2: every completion."""
+    if dataset == "preferences":
+        return pair_conversations(load_dataset_spec(dataset, spec))
+    if dataset == "rewardbench2":
+        return completion_table(load_dataset_spec(dataset, spec))[1]
+    raise ValueError(f"no conversations defined for dataset {dataset!r}")
+
+
+def _fingerprint(
+    conversations: Sequence[list[Message]], layers: Sequence[int], max_length: int, chunk: int
+) -> str:
+    digest = hashlib.sha1()
+    digest.update(json.dumps([list(layers), max_length, chunk]).encode())
+    for messages in conversations:
+        digest.update(json.dumps(messages, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def final_token_states(
+    decoder: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[list[Message]],
+    layers: Sequence[int],
+    batch_tokens: int,
+    out_path: str | Path,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    chunk_size: int = 1024,
+) -> Path:
+    """Store each conversation's final-token residual state per layer as `layer{L}` (N, d) in a safetensors file.
+
+    Work is saved chunk by chunk next to the output (`<out>.parts/`), so a killed run resumes where it stopped.
+    """
+    out_path = Path(out_path)
+    parts = out_path.with_name(out_path.name + ".parts")
+    fingerprint = _fingerprint(conversations, layers, max_length, chunk_size)
+    manifest = parts / "manifest.json"
+    if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != fingerprint):
+        log.warning("%s holds parts of a different input; starting over", parts)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(fingerprint))
+
+    starts = range(0, len(conversations), chunk_size)
+    chunk_files = [parts / f"chunk{start // chunk_size:06d}.safetensors" for start in starts]
+    done = sum(
+        min(chunk_size, len(conversations) - s)
+        for s, f in zip(starts, chunk_files, strict=True)
+        if f.exists()
+    )
+    progress = tqdm(
+        total=len(conversations), initial=done, desc=f"final-token states -> {out_path.name}", unit="conv"
+    )
+    for start, chunk_file in zip(starts, chunk_files, strict=True):
+        if chunk_file.exists():
+            continue
+        chunk = conversations[start : start + chunk_size]
+        token_ids = tokenize_conversations(tokenizer, chunk, max_length)
+        collected: dict[int, torch.Tensor] = {}
+        for batch, states in iter_final_token_states(
+            decoder, token_ids, layers, batch_tokens, tokenizer.pad_token_id
+        ):
+            for layer, s in states.items():
+                if layer not in collected:
+                    collected[layer] = torch.empty((len(chunk), s.shape[1]), dtype=torch.float32)
+                collected[layer][batch] = s
+            progress.update(len(batch))
+        _save_atomic({f"layer{layer}": t for layer, t in collected.items()}, chunk_file)
+    progress.close()
+
+    merged = {
+        f"layer{layer}": torch.cat([_read(f, f"layer{layer}") for f in chunk_files])
+        if chunk_files
+        else torch.empty(0)
+        for layer in layers
+    }
+    _save_atomic(merged, out_path, {"layers": json.dumps(list(layers)), "count": str(len(conversations))})
+    shutil.rmtree(parts)
+    return out_path
+
+
+def _read(path: Path, key: str) -> torch.Tensor:
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+def _save_atomic(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+
+
+def load_final_token_states(path: str | Path, layer: int) -> torch.Tensor:
+    """The (N, d) final-token states of one layer from a file written by `final_token_states`."""
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        if f"layer{layer}" not in f.keys():
+            stored = (f.metadata() or {}).get("layers", "?")
+            raise KeyError(f"{path} has no states for layer {layer} (stored layers: {stored})")
+        return f.get_tensor(f"layer{layer}")

@@ -1,0 +1,384 @@
+"""SARM (truncated backbone -> frozen SAE encoder -> linear value head on the latents) and a vanilla RM.
+
+Both read the residual stream at the final token of the chat-formatted prompt + response:
+    SARM:    r = sum_i z_i w_i,  z = TopK(W_enc (x - b_pre) + b_enc)   (no bias in the head)
+    vanilla: r = w . x           (x through the backbone's final norm when the layer is the full depth)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig
+from transformers.utils import cached_file
+
+from sarm.backbone import device_and_dtype, last_token_index, load_decoder
+from sarm.rm.head_edits import apply_head_edits, read_head_edits
+from sarm.sae.model import TopKSAE
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "reward_model.json"
+WEIGHTS_FILE = "reward_model.safetensors"
+SAE_DIR = "sae"
+FORMAT_VERSION = 1
+HEAD_INPUTS = ("topk", "pre_activations")
+HEAD_INITS = ("normal", "zero")
+HEAD_INIT_STD = 0.02  # transformers' initializer_range, as for LlamaForSequenceClassification's score head
+
+
+class RewardModelError(ValueError):
+    """A reward model folder or head-edit spec is unusable; the message names the file and field."""
+
+
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off: the SAE's TopK selection and the reward stay float32 even in a bf16 training step."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
+class RewardModel(nn.Module, ABC):
+    """A decoder cut after `layer` layers, read at the final token; subclasses map that state to a reward."""
+
+    kind = ""
+
+    def __init__(self, decoder: nn.Module | None, backbone_source: str, layer: int):
+        super().__init__()
+        self.decoder = decoder
+        self.backbone_source = backbone_source
+        self.layer = layer
+        self.trained_parts: set[str] = {"head"}
+        if decoder is not None and decoder.config.num_hidden_layers != layer:
+            raise ValueError(
+                f"decoder has {decoder.config.num_hidden_layers} layers but the model reads layer {layer}"
+            )
+
+    def residual(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) residual stream after `layer` layers (the decoder's final norm is an Identity)."""
+        if self.decoder is None:
+            raise RuntimeError(
+                "this reward model was built without its backbone (cached-state mode); "
+                "load it with load_reward_model(dir) to score text"
+            )
+        return self.decoder(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+
+    def final_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, d) residual state at each row's last real token (right padding)."""
+        hidden = self.residual(input_ids, attention_mask)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, last_token_index(attention_mask)]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Rewards (B,)."""
+        return self.rewards_from_states(self.final_states(input_ids, attention_mask))
+
+    @abstractmethod
+    def rewards_from_states(self, states: torch.Tensor) -> torch.Tensor:
+        """Rewards (B,) from final-token residual states (B, d) at the model's layer."""
+
+    def head_weight(self) -> torch.Tensor:
+        """The value head's weights as a vector (one per feature)."""
+        return self.head.weight[0]
+
+    def extra_config(self) -> dict[str, Any]:
+        return {}
+
+
+class SARM(RewardModel):
+    """Truncated backbone, SAE encoder at layer l (frozen unless trained with a reconstruction loss), value head."""
+
+    kind = "sarm"
+
+    def __init__(
+        self,
+        decoder: nn.Module | None,
+        sae: TopKSAE,
+        *,
+        backbone_source: str,
+        layer: int,
+        head_input: str = "topk",
+        head_init: str = "normal",
+        encoder_origin: str = "pretrained",
+    ):
+        super().__init__(decoder, backbone_source, layer)
+        if head_input not in HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {HEAD_INPUTS}, got {head_input!r}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
+        if decoder is not None and decoder.config.hidden_size != sae.d_model:
+            raise ValueError(
+                f"SAE expects d_model={sae.d_model}, backbone hidden size is {decoder.config.hidden_size}"
+            )
+        self.sae = sae.requires_grad_(False)
+        self.head = nn.Linear(sae.n_latents, 1, bias=False)
+        self.head_input, self.head_init, self.encoder_origin = head_input, head_init, encoder_origin
+        with torch.no_grad():
+            if head_init == "zero":
+                self.head.weight.zero_()
+            else:
+                self.head.weight.normal_(0.0, HEAD_INIT_STD)
+
+    def features(self, states: torch.Tensor) -> torch.Tensor:
+        """What the head reads for raw residual states (…, d): TopK z (paper) or all pre-activations (upstream)."""
+        with full_precision(states):
+            if self.head_input == "pre_activations":
+                return self.sae.pre_activations(states.float())
+            return self.sae.encode(states.float())
+
+    def rewards_from_states(self, states: torch.Tensor) -> torch.Tensor:
+        features = self.features(states)
+        with full_precision(features):
+            return self.head(features).squeeze(-1)
+
+    def latents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, M) features at the final token."""
+        return self.features(self.final_states(input_ids, attention_mask))
+
+    def token_latents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, M) features at every token; zero at padding."""
+        features = self.features(self.residual(input_ids, attention_mask))
+        return features * attention_mask.unsqueeze(-1).to(features.dtype)
+
+    def contributions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, M) per-feature terms z_i w_i; they sum to the reward."""
+        return self.contributions_from_states(self.final_states(input_ids, attention_mask))
+
+    def contributions_from_states(self, states: torch.Tensor) -> torch.Tensor:
+        return self.features(states) * self.head_weight()
+
+    def reconstruction_loss(self, states: torch.Tensor) -> torch.Tensor:
+        """Sum over states of the SAE's normalised MSE ||x^ - x'||^2 / ||x'||^2 (x' = normalised input).
+
+        The states are detached, as upstream does for its sequence-level SAE: this loss trains the SAE only.
+        """
+        target = self.sae.normalize_input(states.detach().float())
+        reconstruction, _ = self.sae(states.detach().float())
+        return ((reconstruction - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)).sum()
+
+    def extra_config(self) -> dict[str, Any]:
+        return {
+            "head_input": self.head_input,
+            "head_init": self.head_init,
+            "encoder_origin": self.encoder_origin,
+        }
+
+
+class VanillaRM(RewardModel):
+    """Conventional reward model: a linear head (no bias) on the hidden state at layer l, final token."""
+
+    kind = "vanilla"
+
+    def __init__(
+        self,
+        decoder: nn.Module | None,
+        *,
+        backbone_source: str,
+        layer: int,
+        hidden_size: int,
+        final_norm: nn.Module | None,
+    ):
+        super().__init__(decoder, backbone_source, layer)
+        self.final_norm = final_norm if final_norm is not None else nn.Identity()
+        self.head = nn.Linear(hidden_size, 1, bias=False)
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, HEAD_INIT_STD)
+
+    def rewards_from_states(self, states: torch.Tensor) -> torch.Tensor:
+        with full_precision(states):
+            return self.head(self.final_norm(states.float())).squeeze(-1)
+
+    def contributions_from_states(self, states: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(states.float()) * self.head_weight()
+
+    def extra_config(self) -> dict[str, Any]:
+        return {
+            "hidden_size": self.head.in_features,
+            "final_norm": not isinstance(self.final_norm, nn.Identity),
+        }
+
+
+def random_sae_like(sae: TopKSAE, seed: int) -> TopKSAE:
+    """The random-init ablation: same shape and switches, random weights; the input scale is copied so the
+    random encoder sees inputs normalised exactly as the pretrained one does."""
+    random = TopKSAE(
+        sae.d_model, sae.n_latents, sae.k, relu=sae.relu, standardize_input=sae.standardize_input, seed=seed
+    )
+    random.input_scale.copy_(sae.input_scale)
+    return random
+
+
+def final_norm_of(source: str, decoder: nn.Module) -> nn.Module:
+    """The backbone's final norm with its trained weight (load_decoder drops it; the vanilla RM at full depth
+    reads the normalised state, as a conventional sequence-classification head does)."""
+    norm = copy.deepcopy(decoder.layers[-1].post_attention_layernorm)
+    weight = _checkpoint_tensor(source, ("model.norm.weight", "norm.weight"))
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    return norm
+
+
+def _checkpoint_tensor(source: str, names: tuple[str, ...]) -> torch.Tensor:
+    index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+    if index:
+        weight_map = json.loads(Path(index).read_text())["weight_map"]
+        files = {weight_map[n] for n in names if n in weight_map}
+    else:
+        files = {"model.safetensors"}
+    for filename in files:
+        with safe_open(cached_file(source, filename), framework="pt") as f:
+            for name in names:
+                if name in f.keys():
+                    return f.get_tensor(name)
+    raise RewardModelError(f"backbone {source!r}: none of {names} in its safetensors checkpoint")
+
+
+def build_sarm(
+    backbone_source: str,
+    layer: int,
+    sae: TopKSAE,
+    *,
+    head_input: str = "topk",
+    head_init: str = "normal",
+    encoder_origin: str = "pretrained",
+    with_backbone: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> SARM:
+    """A SARM on the first `layer` layers of a backbone (None with_backbone=False: cached-state training)."""
+    decoder = load_decoder(backbone_source, layer, dtype) if with_backbone else None
+    return SARM(
+        decoder,
+        sae,
+        backbone_source=backbone_source,
+        layer=layer,
+        head_input=head_input,
+        head_init=head_init,
+        encoder_origin=encoder_origin,
+    )
+
+
+def build_vanilla_rm(
+    backbone_source: str, layer: int, *, with_backbone: bool = True, dtype: torch.dtype = torch.float32
+) -> VanillaRM:
+    """A linear head on layer `layer`; at full depth it reads through the backbone's final norm."""
+    config = AutoConfig.from_pretrained(backbone_source)
+    decoder = load_decoder(backbone_source, layer, dtype) if with_backbone else None
+    final_norm = None
+    if layer == config.num_hidden_layers:
+        # Any decoder layer's norm has the final norm's class; one layer is enough to borrow it.
+        final_norm = final_norm_of(backbone_source, decoder or load_decoder(backbone_source, 1, dtype))
+    return VanillaRM(
+        decoder,
+        backbone_source=backbone_source,
+        layer=layer,
+        hidden_size=config.hidden_size,
+        final_norm=final_norm,
+    )
+
+
+def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
+    """reward_model.json + reward_model.safetensors (+ sae/): the head and whatever else was trained.
+
+    An untrained backbone is not copied: the JSON names its source and load_reward_model reloads it.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store_backbone = "backbone" in model.trained_parts
+    if store_backbone and model.decoder is None:
+        raise RewardModelError("the backbone is marked trained but the model has no decoder to save")
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith("sae."):
+            continue  # saved in the SAE's own format below
+        if name.startswith("decoder.") and not store_backbone:
+            continue
+        tensors[name] = tensor.detach().contiguous().cpu()
+    if isinstance(model, SARM):
+        model.sae.save(
+            out_dir / SAE_DIR, info={"saved_by": "sarm.rm.models", "encoder_origin": model.encoder_origin}
+        )
+    tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, out_dir / WEIGHTS_FILE)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "kind": model.kind,
+        "backbone": model.backbone_source,
+        "layer": model.layer,
+        "backbone_weights": "stored" if store_backbone else "source",
+        "trained": sorted(model.trained_parts),
+        **model.extra_config(),
+    }
+    tmp = out_dir / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out_dir / CONFIG_FILE)
+    return out_dir
+
+
+def load_reward_model(
+    model_dir: str | Path,
+    head_edits: str | Path | list[dict] | None = None,
+    *,
+    with_backbone: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> RewardModel:
+    """Rebuild a reward model saved by `save_reward_model`, in eval mode, with optional head edits applied."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise RewardModelError(
+            f"{config_path} is missing: is {model_dir} a folder written by save_reward_model?"
+        )
+    config = json.loads(config_path.read_text())
+    for key in ("format_version", "kind", "backbone", "layer", "backbone_weights", "trained"):
+        if key not in config:
+            raise RewardModelError(f"{config_path}: missing key `{key}`")
+    if config["format_version"] != FORMAT_VERSION:
+        raise RewardModelError(
+            f"{config_path}: format_version {config['format_version']!r}, expected {FORMAT_VERSION}"
+        )
+    default_device, default_dtype = device_and_dtype()
+    device, dtype = device or default_device, dtype or default_dtype
+    source, layer = config["backbone"], config["layer"]
+    if config["kind"] == "sarm":
+        model = build_sarm(
+            source,
+            layer,
+            TopKSAE.load(model_dir / SAE_DIR),
+            head_input=config["head_input"],
+            head_init=config["head_init"],
+            encoder_origin=config.get("encoder_origin", "pretrained"),
+            with_backbone=with_backbone,
+            dtype=dtype,
+        )
+    elif config["kind"] == "vanilla":
+        model = build_vanilla_rm(source, layer, with_backbone=with_backbone, dtype=dtype)
+    else:
+        raise RewardModelError(f"{config_path}: unknown `kind` {config['kind']!r} (expected sarm or vanilla)")
+    stored = load_file(model_dir / WEIGHTS_FILE)
+    if not with_backbone:
+        stored = {k: v for k, v in stored.items() if not k.startswith("decoder.")}
+    expected = {k for k in model.state_dict() if not k.startswith("sae.")}
+    if config["backbone_weights"] == "source" or not with_backbone:
+        expected = {k for k in expected if not k.startswith("decoder.")}
+    if set(stored) != expected:
+        missing, extra = sorted(expected - set(stored)), sorted(set(stored) - expected)
+        raise RewardModelError(
+            f"{model_dir / WEIGHTS_FILE} does not match {config_path}: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    model.load_state_dict(stored, strict=False)
+    model.trained_parts = set(config["trained"])
+    if head_edits is not None:
+        apply_head_edits(model, read_head_edits(head_edits))
+    return model.to(device).eval()

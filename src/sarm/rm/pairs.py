@@ -1,0 +1,67 @@
+"""Preference pairs as a reward model trains on them: tokenized conversations, or cached final-token states."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
+from sarm.data.records import Message, PreferencePair
+
+
+@dataclass
+class TokenizedPairs:
+    """Chat-formatted, tokenized preference pairs (full path: the backbone runs in every step)."""
+
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+@dataclass
+class CachedPairs:
+    """Final-token residual states of each pair's chosen and rejected conversation (frozen-backbone path)."""
+
+    chosen: torch.Tensor  # (N, d)
+    rejected: torch.Tensor  # (N, d)
+
+    def __post_init__(self):
+        if self.chosen.shape != self.rejected.shape or self.chosen.ndim != 2:
+            raise ValueError(
+                f"cached chosen/rejected states must both be (N, d), got {tuple(self.chosen.shape)} and {tuple(self.rejected.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    @classmethod
+    def from_states(cls, states: torch.Tensor) -> CachedPairs:
+        """Split states computed for `pair_conversations(pairs)`: the first half chosen, the second rejected."""
+        if len(states) % 2:
+            raise ValueError(f"{len(states)} states cannot be chosen/rejected halves of preference pairs")
+        half = len(states) // 2
+        return cls(chosen=states[:half], rejected=states[half:])
+
+
+Pairs = TokenizedPairs | CachedPairs
+
+
+def pair_conversations(pairs: Sequence[PreferencePair]) -> list[list[Message]]:
+    """Every chosen conversation, then every rejected one (the layout CachedPairs.from_states reads)."""
+    return [p.chosen for p in pairs] + [p.rejected for p in pairs]
+
+
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_length: int = DEFAULT_MAX_LENGTH
+) -> TokenizedPairs:
+    return TokenizedPairs(
+        chosen=tokenize_conversations(tokenizer, [p.chosen for p in pairs], max_length),
+        rejected=tokenize_conversations(tokenizer, [p.rejected for p in pairs], max_length),
+        pad_id=tokenizer.pad_token_id,
+    )

@@ -1,0 +1,1 @@
+"""Sparse autoencoder stage: TopK SAE model, activation sampling and reading, training."""

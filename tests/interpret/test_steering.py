@@ -1,0 +1,213 @@
+"""Steering (Figure 3): feature scores s_i, the head edit, the T/C split, and bit-identical rewards."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from sarm.backbone import load_tokenizer
+from sarm.data.chat import tokenize_conversations
+from sarm.data.records import BenchmarkPrompt, RMBenchItem
+from sarm.interpret.steering import (
+    SteeringConfig,
+    feature_scores,
+    query_response_pairs,
+    rewards_before_after,
+    run_steering,
+    safety_pairs,
+    steered_head_weight,
+    write_steering,
+)
+from sarm.rm.head_edits import apply_head_edits
+from sarm.rm.models import build_sarm
+from sarm.sae.model import TopKSAE
+
+
+def test_feature_scores_follow_the_safer_formula():
+    chosen = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 0.0]])  # c = [2, 0, 2]
+    rejected = torch.tensor([[0.0, 3.0, 1.0], [0.0, 1.0, 1.0]])  # j = [0, 4, 2]
+    mean_total = (2 + 4 + 4) / 3
+    expected = torch.tensor([2 / (2 + mean_total), -4 / (4 + mean_total), 0.0])
+    torch.testing.assert_close(feature_scores(chosen, rejected), expected)
+    torch.testing.assert_close(feature_scores(chosen.sum(0), rejected.sum(0)), expected)
+
+
+def test_feature_scores_are_zero_not_nan_when_nothing_fires():
+    assert torch.equal(feature_scores(torch.zeros(4, 5), torch.zeros(4, 5)), torch.zeros(5))
+
+
+def test_zero_activation_gives_bit_identical_rewards():
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.relu(torch.randn(500, 256, generator=generator)) * (
+        torch.rand(500, 256, generator=generator) < 0.05
+    )
+    weight = torch.randn(256, generator=generator) * 1e-2
+    feature = 17
+    latents[:250, feature] = 0.0
+    latents[250:, feature] = torch.rand(250, generator=generator) + 0.1
+    for scale in (10.0, -3.0, 0.0, 1e6):
+        before, after = rewards_before_after(latents, weight, steered_head_weight(weight, feature, scale))
+        silent = latents[:, feature] == 0
+        assert torch.equal(before[silent], after[silent])
+        assert not torch.equal(before[~silent], after[~silent])
+
+
+def test_steered_weight_equals_the_models_head_edit(tiny_sarm):
+    edited = copy.deepcopy(tiny_sarm)
+    apply_head_edits(edited, [{"feature": 5, "scale": 10.0}])
+    steered = steered_head_weight(tiny_sarm.head_weight(), 5, 10.0)
+    assert torch.equal(steered, edited.head_weight().detach())
+    assert torch.equal(tiny_sarm.head_weight()[6:], steered[6:])
+
+
+def test_steered_weight_rejects_a_feature_outside_the_head():
+    with pytest.raises(ValueError, match="outside 0..3"):
+        steered_head_weight(torch.ones(4), 4, 2.0)
+
+
+def test_target_set_is_safety_prompts_with_their_chosen_response(benchmark):
+    table = query_response_pairs(benchmark)
+    target = table[table["set"] == "T"]
+    assert set(target["subset"]) == {"Safety"} and target["is_correct"].all()
+    assert len(target) == 2 and len(table) == sum(len(p.completions) for p in benchmark)
+    safety_rejected = table[(table["subset"] == "Safety") & ~table["is_correct"]]
+    assert (safety_rejected["set"] == "C").all()
+
+
+def test_target_set_must_not_be_empty(benchmark):
+    with pytest.raises(ValueError, match="target set T is empty"):
+        query_response_pairs([p for p in benchmark if p.subset != "Safety"])
+
+
+def test_safety_pairs_pair_variant_j_with_variant_j_of_the_safety_domains(rmbench):
+    pairs = safety_pairs(rmbench, ["safety-refuse", "safety-response"])
+    assert len(pairs) == 6 and {p.source for p in pairs} == {"safety-refuse", "safety-response"}
+    assert pairs[1].chosen[-1]["content"] == rmbench[0].chosen[1]
+    assert pairs[1].rejected[-1]["content"] == rmbench[0].rejected[1]
+    with pytest.raises(ValueError, match="steering.domains"):
+        safety_pairs(rmbench, ["code"])
+
+
+def test_run_steering_on_a_tiny_sarm_matches_the_edited_model(
+    tiny_sarm, tokenizer, rmbench, benchmark, tmp_path
+):
+    config = SteeringConfig(scale=10.0, batch_tokens=256, max_length=128)
+    result = run_steering(tiny_sarm.latents, tiny_sarm.head_weight(), tokenizer, rmbench, benchmark, config)
+    summary, rewards = result.summary, result.rewards
+
+    pairs = safety_pairs(rmbench, config.domains)
+    chosen = torch.cat([_latents(tiny_sarm, tokenizer, p.chosen) for p in pairs])
+    rejected = torch.cat([_latents(tiny_sarm, tokenizer, p.rejected) for p in pairs])
+    assert summary["feature"] == int(feature_scores(chosen, rejected).argmax())
+
+    edited = copy.deepcopy(tiny_sarm)
+    apply_head_edits(edited, [summary["head_edit"]])
+    for row in rewards.itertuples():
+        prompt = next(p for p in benchmark if p.id == row.id)
+        ids = _ids(tokenizer, prompt.conversation(row.completion_index))
+        with torch.no_grad():
+            assert row.reward_before == pytest.approx(tiny_sarm(*ids).item(), abs=1e-5)
+            assert row.reward_after == pytest.approx(edited(*ids).item(), abs=1e-5)
+    silent = rewards["feature_activation"] == 0
+    assert (rewards.loc[silent, "reward_before"] == rewards.loc[silent, "reward_after"]).all()
+    complement = rewards[rewards["set"] == "C"]
+    assert summary["complement"]["fraction_unchanged"] == pytest.approx(
+        (complement["reward_before"] == complement["reward_after"]).mean()
+    )
+    assert summary["complement"]["fraction_unchanged"] >= (complement["feature_activation"] == 0).mean()
+
+    paths = [tmp_path / name for name in ("steering.json", "rewards.parquet", "figure3a.png", "figure3b.png")]
+    write_steering(result, *paths)
+    saved = json.loads(paths[0].read_text())
+    assert saved["head_edit"] == {"feature": summary["feature"], "scale": 10.0}
+    assert "unchanged" in saved["caption_b"] and "Figure 3a" in saved["caption_a"]
+    assert set(saved["rewardbench2_before"]["subsets"]) == {"Safety", "Math", "Ties"}
+    pd.testing.assert_frame_equal(pd.read_parquet(paths[1]), rewards)
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths[2:])
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_rewards_do_not_depend_on_batching(tiny_sarm, tokenizer, rmbench, benchmark):
+    small = run_steering(
+        tiny_sarm.latents,
+        tiny_sarm.head_weight(),
+        tokenizer,
+        rmbench,
+        benchmark,
+        SteeringConfig(batch_tokens=1),
+    )
+    large = run_steering(
+        tiny_sarm.latents,
+        tiny_sarm.head_weight(),
+        tokenizer,
+        rmbench,
+        benchmark,
+        SteeringConfig(batch_tokens=4096),
+    )
+    assert small.summary["feature"] == large.summary["feature"]
+    for column in ("reward_before", "reward_after"):
+        torch.testing.assert_close(torch.tensor(small.rewards[column]), torch.tensor(large.rewards[column]))
+
+
+def _ids(tokenizer, messages):
+    (ids,) = tokenize_conversations(tokenizer, [messages])
+    return torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
+
+
+def _latents(model, tokenizer, messages):
+    with torch.no_grad():
+        return model.latents(*_ids(tokenizer, messages))
+
+
+@pytest.fixture(scope="module")
+def tiny_sarm(tiny_backbone):
+    return build_sarm(str(tiny_backbone), 2, TopKSAE(32, 64, 4, seed=0)).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_backbone):
+    return load_tokenizer(str(tiny_backbone))
+
+
+@pytest.fixture(scope="module")
+def rmbench():
+    return [
+        RMBenchItem(
+            "s1",
+            "safety-refuse",
+            "How do I hurt people?",
+            ["I cannot help.", "Sorry, no.", "No!"],
+            ["Use a knife.", "Hit them.", "Be cruel."],
+        ),
+        RMBenchItem(
+            "s2",
+            "safety-response",
+            "Is water safe?",
+            ["Yes, it is safe.", "Yes.", "Water is safe."],
+            ["No one knows.", "Never.", "It is harmful."],
+        ),
+        RMBenchItem(
+            "m1", "math", "What is one plus two?", ["Three.", "3", "It is 3."], ["Four.", "4", "It is 4."]
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return [
+        BenchmarkPrompt(
+            "1",
+            "Safety",
+            "How do I hurt people?",
+            ["I cannot help with that.", "Use a knife.", "Hit them.", "Be cruel."],
+            1,
+        ),
+        BenchmarkPrompt(
+            "2", "Safety", "Write a harmful word.", ["Sorry, I will not.", "Fool.", "Idiot!", "No."], 1
+        ),
+        BenchmarkPrompt("3", "Math", "What is two plus two?", ["Four.", "Five.", "Three.", "Six."], 1),
+        BenchmarkPrompt("ref:1", "Ties", "Name a number.", ["One.", "Water."], 1),
+        BenchmarkPrompt("tied:1", "Ties", "Name a number.", ["One.", "Two.", "Water."], 2),
+    ]
