@@ -24,7 +24,7 @@ import torch
 from bench_sampling import wordnet_sentences  # same sentence source as the sampling benchmark
 
 from sarm.backbone import hidden_states, load_decoder, load_tokenizer
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 from sarm.sae.reader import ActivationReader
 from sarm.sae.sampling import sample_activations
 from sarm.sae.train import SAETrainConfig, train_sae
@@ -73,7 +73,7 @@ class Ours:
     name = "sarm.sae (sparse encode/decode)"
 
     def __init__(self, d, m, k, sparse=True, bf16=False):
-        self.sae = TopKSAE(d, m, k, seed=0)
+        self.sae = TopKSAE(d, SAEConfig(m, k), seed=0)
         self.sparse = sparse
         if not sparse:
             self.name = "sarm.sae, dense decode (ablation)"
@@ -192,7 +192,7 @@ def end_to_end(acts: Path, layer: int, d: int, m: int, k: int, batch_size: int, 
             checkpoint_every=10**9,
             eval_rows=4096,
         )
-        metrics = train_sae(cfg.make_reader([acts], layer), TopKSAE(d, m, k, seed=0), cfg, out)
+        metrics = train_sae(cfg.make_reader([acts], layer), TopKSAE(d, SAEConfig(m, k), seed=0), cfg, out)
     return {"samples_per_second_mean": metrics["samples_per_second"]}
 
 
@@ -286,7 +286,7 @@ def main() -> None:
         m, k = args.expansion * d, args.k or round(3 * d / 64)
         timings = op_timings(d, m, k, args.batch_size)
         path = args.out.with_name("sae_ops.json")
-        info = {"d_model": d, "n_latents": m, "k": k, "batch_size": args.batch_size, "threads": args.threads}
+        info = {"d_model": d, "latents": m, "k": k, "batch_size": args.batch_size, "threads": args.threads}
         path.write_text(
             json.dumps({**info, "load_average": os.getloadavg(), "milliseconds_best_of_5": timings}, indent=2)
             + "\n"
@@ -342,7 +342,7 @@ def main() -> None:
     others = {name: r for name, r in results.items() if name.startswith(("eai", "sae-lens"))}
     summary = {
         "d_model": d,
-        "n_latents": m,
+        "latents": m,
         "k": k,
         "batch_size": args.batch_size,
         "steps": args.steps,

@@ -2,10 +2,9 @@
 
 import pandas as pd
 
-from sarm.interpret.contexts import write_parquet_atomic
 from sarm.interpret.detection import DetectionConfig, detection_scores
 from sarm.interpret.explainers import ExplainerConfig, build_explainer
-from sarm.runtime import log_to_file
+from sarm.runtime import log_to_file, write_parquet_atomic
 
 log = log_to_file(snakemake.log[0])
 interpret = snakemake.params.interpret

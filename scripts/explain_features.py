@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sarm.interpret.contexts import write_parquet_atomic
 from sarm.interpret.explainers import ExplainerConfig, build_explainer, explain_features, features_to_explain
 from sarm.rm.models import load_reward_model
-from sarm.runtime import log_to_file
+from sarm.runtime import log_to_file, write_parquet_atomic
 
 log = log_to_file(snakemake.log[0])
 interpret = snakemake.params.interpret

@@ -4,14 +4,13 @@ Shards accumulate in `<output>.partial/` (Snakemake clears a directory output be
 resuming after preemption needs a place it does not touch) and move into place when complete.
 """
 
-import os
 from pathlib import Path
 
 import torch
 
 from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
 from sarm.data.corpus import read_sentence_part
-from sarm.runtime import log_to_file
+from sarm.runtime import log_to_file, publish
 from sarm.sae.sampling import sample_activations
 
 log = log_to_file(snakemake.log[0])
@@ -37,5 +36,5 @@ manifest = sample_activations(
     device=device,
     compute_dtype=compute_dtype,
 )
-os.replace(partial, output)
+publish(partial, output)
 log.info("layers %s: %s rows per layer", layers, manifest.get("rows"))

@@ -9,19 +9,7 @@ from sarm.backbone import (
     load_decoder,
     load_tokenizer,
     packaged_gguf_path,
-    resolve_layer,
 )
-
-
-def test_layer_as_index_or_fraction_of_depth():
-    assert resolve_layer(14, 28) == 14
-    assert resolve_layer(0.5, 28) == 14
-    assert resolve_layer(1.0, 30) == 30
-    assert resolve_layer(0.25, 30) == 8
-    with pytest.raises(ValueError, match="outside 1..28"):
-        resolve_layer(29, 28)
-    with pytest.raises(ValueError):
-        resolve_layer(1.5, 28)
 
 
 def test_truncated_decoder_matches_the_full_model(tiny_backbone):

@@ -9,13 +9,13 @@ import torch
 
 from sarm.cli import main
 from sarm.rm.models import build_sarm, build_vanilla_rm, save_reward_model
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_backbone, tmp_path_factory):
     torch.manual_seed(0)
-    model = build_sarm(str(tiny_backbone), 2, TopKSAE(32, 64, 4, seed=0))
+    model = build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(64, 4), seed=0))
     return save_reward_model(model, tmp_path_factory.mktemp("cli") / "rm")
 
 

@@ -3,7 +3,14 @@ import copy
 import pytest
 import yaml
 
-from sarm.config import ConfigError, experiment_run, resolve_size, sweep_runs, validate_config
+from sarm.config import (
+    ConfigError,
+    experiment_run,
+    resolve_layer,
+    resolve_size,
+    sweep_runs,
+    validate_config,
+)
 
 from .conftest import REPO
 
@@ -50,6 +57,17 @@ def test_defaults_are_filled_in():
     del config["sae"]
     validate_config(config, SCHEMA)
     assert config["sae"]["lr"] == 0.0005 and config["sae"]["normalize_decoder_every"] == 10
+
+
+def test_layer_as_index_or_fraction_of_depth():
+    assert resolve_layer(14, 28) == 14
+    assert resolve_layer(0.5, 28) == 14
+    assert resolve_layer(1.0, 30) == 30
+    assert resolve_layer(0.25, 30) == 8
+    with pytest.raises(ValueError, match="outside 1..28"):
+        resolve_layer(29, 28)
+    with pytest.raises(ValueError):
+        resolve_layer(1.5, 28)
 
 
 def test_sizes_as_multiples_of_hidden_size():

@@ -7,6 +7,9 @@ import subprocess
 import pytest
 import yaml
 
+from sarm.config import experiment_run, sweep_runs, table_entries, validate_config, vanilla_run
+from sarm.paths import INTERPRET_DIR, SAE_DIR, STEERING_DIR
+
 from .conftest import REPO, VENV_BIN, snakemake_command
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -65,6 +68,29 @@ def test_paper_dag_job_counts(paper_dry_run):
     assert int(counts["evaluate_rewardbench2"]) == 18
     assert int(counts["sample_activations"]) == 3 * 64
     assert int(counts["train_sae"]) == 15
+
+
+def test_package_paths_are_the_rules_outputs(paper_dry_run):
+    """The folders the package computes for a run (sarm.paths) are the ones the rules write."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    names = [name for table in ("table1", "table2") for name, _ in table_entries(config, table)]
+    runs = [experiment_run(config, name) for name in names]
+    runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"]["vanilla"]]
+    runs += [run for _, _, run in sweep_runs(config)]
+    expected = [f"{run.directory}/rewardbench2.json" for run in runs]
+    expected += [f"{run.directory}/reward_model.json" for run in runs]
+    expected += [
+        f"{SAE_DIR.format(**vars(run), level=run.sae_level)}/sae.safetensors" for run in runs if run.sae_level
+    ]
+    expected.append(
+        f"{experiment_run(config, config['interpret']['experiment']).path(INTERPRET_DIR)}/feature_cards.md"
+    )
+    expected.append(
+        f"{experiment_run(config, config['steering']['experiment']).path(STEERING_DIR)}/steering.json"
+    )
+    missing = [path for path in expected if path not in paper_dry_run]
+    assert not missing
 
 
 def test_slurm_profile_builds_the_paper_dag():

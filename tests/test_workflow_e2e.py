@@ -37,7 +37,7 @@ def test_all_builds_every_table_figure_and_card(tiny_run):
     for name in ["table1", "table2", "table3", "table4"]:
         for suffix in (".md", ".csv", ".tex"):
             assert (workdir / "results/tables" / f"{name}{suffix}").stat().st_size > 0
-    for kind in ("layer", "dim", "k"):
+    for kind in ("layer", "latents", "k"):
         assert (workdir / f"results/figures/table3_{kind}.png").stat().st_size > 0
     assert (workdir / SARM_DIR / "interpret/feature_cards.md").read_text().strip()
     for figure in ("figure3a.png", "figure3b.png"):

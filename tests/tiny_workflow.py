@@ -22,7 +22,7 @@ def tiny_config(backbone: Path) -> dict:
             },
             "preferences": {"source": str(demo / "preference_train.jsonl"), "limit": 96},
             "rewardbench2": {"source": str(demo / "rewardbench2.jsonl")},
-            "rmbench": {"source": str(demo / "rmbench.jsonl"), "limit": 40},
+            "rmbench": {"source": str(demo / "rmbench.jsonl")},  # steering needs its safety domains
         },
         "sampling": {"parts": 2, "batch_tokens": 1024, "shard_rows": 64},
         "sae": {

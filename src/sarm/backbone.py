@@ -14,28 +14,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-log = logging.getLogger(__name__)
+from sarm.paths import GGUF_PREFIX
+from sarm.runtime import atomic_write
 
-GGUF_PREFIX = "gguf:"
+log = logging.getLogger(__name__)
 
 
 class BackboneError(RuntimeError):
     """A backbone could not be found or loaded; the message says which and why."""
-
-
-def resolve_layer(layer: int | float, num_layers: int) -> int:
-    """An index (int) stays as is; a fraction of depth (0 < f <= 1) becomes round(f * num_layers)."""
-    if isinstance(layer, bool):
-        raise ValueError(f"layer must be an index or a fraction of depth, got {layer!r}")
-    if isinstance(layer, float) and 0 < layer <= 1:
-        index = max(1, round(layer * num_layers))
-    elif isinstance(layer, int) or (isinstance(layer, float) and layer.is_integer()):
-        index = int(layer)
-    else:
-        raise ValueError(f"layer must be an integer index or a fraction in (0, 1], got {layer!r}")
-    if not 1 <= index <= num_layers:
-        raise ValueError(f"layer {layer!r} resolves to {index}, outside 1..{num_layers} of this backbone")
-    return index
 
 
 def packaged_gguf_path(spec: str) -> Path:
@@ -64,13 +50,14 @@ def convert_gguf(spec: str, out_dir: str | Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out_dir.exists():
-        raise BackboneError(f"{out_dir} already exists; remove it to convert again")
-    os.replace(tmp, out_dir)
-    return out_dir
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            raise BackboneError(f"{out_dir} already exists; remove it to convert again")
+
+    return atomic_write(out_dir, write)
 
 
 def _check_source(source: str) -> None:

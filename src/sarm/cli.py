@@ -21,6 +21,7 @@ from sarm.batching import pad_right
 from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.rm.models import SARM, load_reward_model
+from sarm.runtime import module_device
 
 EXPLANATION_COLUMNS = ("feature", "explanation", "score")
 
@@ -102,7 +103,7 @@ def attribute(args: argparse.Namespace) -> None:
     if not isinstance(model, SARM):
         raise CommandError(f"{args.model_dir} holds a {model.kind} reward model; attribution needs a SARM")
     tokenizer = load_tokenizer(model.backbone_source)
-    device = next(model.parameters()).device
+    device = module_device(model)
     weights = model.head_weight().detach().cpu()
     for number, messages in enumerate(conversations, start=1):
         token_ids = tokenize_conversations(tokenizer, [messages], args.max_length)

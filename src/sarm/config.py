@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sarm.backbone import resolve_layer
+from sarm.paths import REWARD_MODEL_DIR, SARM_VARIANT, VANILLA_VARIANT
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,21 @@ def resolve_size(value: int | str, hidden_size: int, key: str) -> int:
     return size
 
 
+def resolve_layer(layer: int | float, num_layers: int) -> int:
+    """An index (int) stays as is; a fraction of depth (0 < f <= 1) becomes round(f * num_layers)."""
+    if isinstance(layer, bool):
+        raise ValueError(f"layer must be an index or a fraction of depth, got {layer!r}")
+    if isinstance(layer, float) and 0 < layer <= 1:
+        index = max(1, round(layer * num_layers))
+    elif isinstance(layer, int) or (isinstance(layer, float) and layer.is_integer()):
+        index = int(layer)
+    else:
+        raise ValueError(f"layer must be an integer index or a fraction in (0, 1], got {layer!r}")
+    if not 1 <= index <= num_layers:
+        raise ValueError(f"layer {layer!r} resolves to {index}, outside 1..{num_layers} of this backbone")
+    return index
+
+
 @dataclass(frozen=True)
 class RewardModelRun:
     """One trained reward model: where its files live follows from these fields."""
@@ -92,12 +107,16 @@ class RewardModelRun:
     @property
     def variant(self) -> str:
         if self.encoder == "vanilla":
-            return "vanilla"
-        return f"sarm_{self.encoder}_m{self.latents}_k{self.k}"
+            return VANILLA_VARIANT
+        return SARM_VARIANT.format(encoder=self.encoder, latents=self.latents, k=self.k)
+
+    def path(self, pattern: str = REWARD_MODEL_DIR) -> str:
+        """A reward-model pattern of `sarm.paths` filled in for this run (its folder by default)."""
+        return pattern.format(backbone=self.backbone, layer=self.layer, variant=self.variant)
 
     @property
     def directory(self) -> str:
-        return f"results/{self.backbone}/layer{self.layer}/rm/{self.variant}"
+        return self.path(REWARD_MODEL_DIR)
 
     @property
     def sae_level(self) -> str | None:

@@ -13,18 +13,16 @@ import pytest
 import yaml
 
 from sarm.data.corpus import iter_sentences
+from sarm.data.demo import baselines
+from sarm.data.demo.instructions import satisfies
+from sarm.data.demo.sources import missing_files
+from sarm.data.demo.training import TRAIN_PAIRS
 from sarm.data.preferences import load_preference_pairs
 from sarm.data.rewardbench2 import SUBSETS, load_rewardbench2
 from sarm.data.rmbench import DOMAINS, load_rmbench
 from tests.conftest import REPO
 
 DEMO = REPO / "resources" / "demo"
-SCRIPTS = REPO / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import demo_baselines  # noqa: E402
-import make_demo_data  # noqa: E402
-
 GENERATED = ("corpus.jsonl.gz", "preference_train.jsonl", "rewardbench2.jsonl", "rmbench.jsonl")
 FIRST_QUOTED_WORD = re.compile(r'"([a-z]+)"')
 EQUATION = re.compile(r"(\d+) ([-+x]) (\d+) = (\d+)")
@@ -58,7 +56,7 @@ def test_every_file_loads_through_the_loaders_with_the_intended_sizes(pairs, rb2
     assert Counter(p.subset for p in rb2) == dict.fromkeys(SUBSETS, 56)
     assert all(len(p.completions) == 4 for p in rb2 if p.subset != "Ties")
     assert Counter(item.domain for item in rmbench) == dict.fromkeys(DOMAINS, 40)
-    assert {p.source for p in pairs} == {f"demo/{f}" for f in make_demo_data.TRAIN_PAIRS}
+    assert {p.source for p in pairs} == {f"demo/{f}" for f in TRAIN_PAIRS}
 
 
 def test_corpus_has_thirty_thousand_sentences_of_ten_words_or_more():
@@ -97,9 +95,9 @@ def test_training_and_test_prompts_are_disjoint(pairs, rb2, rmbench):
 
 
 def test_length_alone_scores_near_chance_on_every_subset(rb2):
-    chance = demo_baselines.chance(rb2)
+    chance = baselines.chance(rb2)
     for sign in (+1.0, -1.0):
-        scores = demo_baselines.score(rb2, demo_baselines.length_rewards(rb2, sign))
+        scores = baselines.score(rb2, baselines.length_rewards(rb2, sign))
         for name in [*SUBSETS, "Overall"]:
             assert abs(scores[name] - chance[name]) <= 0.15, (sign, name, scores[name], chance[name])
 
@@ -117,7 +115,7 @@ def test_precise_if_answers_keep_or_break_their_constraint(rb2, rb2_metadata):
     for prompt in (p for p in rb2 if p.subset == "Precise IF"):
         meta = rb2_metadata[prompt.id]
         args = {k: v for k, v in meta.items() if k in ("phrase", "opener", "keyword") and v is not None}
-        kept = [make_demo_data.satisfies(meta["constraint"], text, args) for text in prompt.completions]
+        kept = [satisfies(meta["constraint"], text, args) for text in prompt.completions]
         assert kept == [True, False, False, False], (prompt.prompt, prompt.completions)
 
 
@@ -145,13 +143,12 @@ def test_baselines_file_lists_every_scorer_and_subset():
 
 
 @pytest.mark.skipif(
-    not (make_demo_data.WORDNET / "data.noun").is_file()
-    or not (make_demo_data.FORTUNES / "fortunes").is_file(),
+    bool(missing_files()),
     reason="needs the Debian packages wordnet-base and fortunes-min (apt-get install wordnet-base fortunes-min)",
 )
 def test_generator_reproduces_the_committed_files_byte_for_byte(tmp_path):
     subprocess.run(
-        [sys.executable, str(SCRIPTS / "make_demo_data.py"), "--out", str(tmp_path)],
+        [sys.executable, "-m", "sarm.data.demo", "--out", str(tmp_path)],
         check=True,
         capture_output=True,
         cwd=REPO,

@@ -14,7 +14,7 @@ from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.eval.score import score_completions, score_completions_from_states, write_rewardbench2_results
 from sarm.rm.final_states import final_token_states
 from sarm.rm.models import build_sarm
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 PROMPTS = [
     BenchmarkPrompt("1", "Factuality", "what is one plus one", ["two", "three", "four", "one"], 1),
@@ -29,7 +29,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_backbone):
     torch.manual_seed(0)
-    model = build_sarm(str(tiny_backbone), 2, TopKSAE(32, 64, 4, seed=0)).eval()
+    model = build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
     return model, load_tokenizer(str(tiny_backbone))
 
 

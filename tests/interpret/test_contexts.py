@@ -22,7 +22,7 @@ from sarm.interpret.contexts import (
     write_feature_contexts,
 )
 from sarm.rm.models import build_sarm
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 ITEMS = [
     RMBenchItem(
@@ -169,7 +169,7 @@ def test_background_is_a_bounded_sample_with_the_active_features_of_each_positio
 
 
 def test_collect_contexts_from_a_tiny_sarm_is_independent_of_batching(tiny_backbone, tokenizer):
-    sarm = build_sarm(str(tiny_backbone), 2, TopKSAE(32, 48, 4, seed=1)).eval()
+    sarm = build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(48, 4), seed=1)).eval()
     small = collect_feature_contexts(
         sarm.token_latents, tokenizer, ITEMS, ContextConfig(top_n=5, batch_tokens=1)
     )

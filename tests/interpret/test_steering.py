@@ -22,7 +22,7 @@ from sarm.interpret.steering import (
 )
 from sarm.rm.head_edits import apply_head_edits
 from sarm.rm.models import build_sarm
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 
 def test_feature_scores_follow_the_safer_formula():
@@ -163,7 +163,7 @@ def _latents(model, tokenizer, messages):
 
 @pytest.fixture(scope="module")
 def tiny_sarm(tiny_backbone):
-    return build_sarm(str(tiny_backbone), 2, TopKSAE(32, 64, 4, seed=0)).eval()
+    return build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
 
 
 @pytest.fixture(scope="module")

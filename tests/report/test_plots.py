@@ -42,7 +42,7 @@ def test_layout_follows_whether_values_and_scores_overlap():
     assert _layout(sweep_rows(REPRODUCED, {9: 30.0, 27: 33.0}), paper) == "panels"
 
 
-@pytest.mark.parametrize("kind", ["layer", "dim", "k"])
+@pytest.mark.parametrize("kind", ["layer", "latents", "k"])
 def test_sweep_plot_writes_a_png_for_each_sweep(tmp_path, paper_table3, kind):
     ours = pd.DataFrame({"Sweep": kind, "Value": [8.0, 16.0], "Source": REPRODUCED, "Overall": [40.0, 45.0]})
     out = sweep_plot(pd.concat([paper_table3, ours]), kind, tmp_path / "plots" / f"{kind}.png")
@@ -68,7 +68,7 @@ def test_sweep_plot_draws_a_single_source(tmp_path, paper_table3):
 
 
 def test_sweep_plot_rejects_an_unknown_or_absent_sweep(tmp_path, paper_table3):
-    with pytest.raises(ValueError, match="kind must be one of layer, dim, k, got 'depth'"):
+    with pytest.raises(ValueError, match="kind must be one of layer, latents, k, got 'depth'"):
         sweep_plot(paper_table3, "depth", tmp_path / "x.png")
     with pytest.raises(ValueError, match="no rows with Sweep == 'k'"):
         sweep_plot(paper_table3[paper_table3["Sweep"] != "k"], "k", tmp_path / "x.png")

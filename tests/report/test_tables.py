@@ -110,7 +110,7 @@ def test_table3_rows_carry_sweep_and_value_and_sit_beside_their_paper_row(tmp_pa
     ]
     table = results_table(rows, REPORTED_CSV, "table3")
 
-    assert list(dict.fromkeys(table["Sweep"])) == ["layer", "dim", "k"]
+    assert list(dict.fromkeys(table["Sweep"])) == ["layer", "latents", "k"]
     layer = table[table["Sweep"] == "layer"]
     assert list(zip(layer["Model"], layer["Value"], strict=True)) == [
         ("layer 5", 5.0),
@@ -124,14 +124,14 @@ def test_table3_rows_carry_sweep_and_value_and_sit_beside_their_paper_row(tmp_pa
     k = table[table["Sweep"] == "k"].reset_index(drop=True)
     at = k.index[k["Model"] == "k 27"][0]
     assert (k.loc[at, "Source"], k.loc[at + 1, "Model"]) == (REPRODUCED, "144 (SARM)")
-    assert set(table.loc[table["Sweep"] == "dim", "Value"]) == {8.0, 12.0, 16.0, 24.0, 32.0}
+    assert set(table.loc[table["Sweep"] == "latents", "Value"]) == {8.0, 12.0, 16.0, 24.0, 32.0}
 
 
 def test_table3_requires_a_sweep_kind_matching_the_paper_row(tmp_path):
     result = write_scores(tmp_path / "r.json")
     with pytest.raises(ValueError, match="'no sweep'.*sweep must be one of"):
         results_table([ResultRow("no sweep", result)], REPORTED_CSV, "table3")
-    with pytest.raises(ValueError, match="'16x \\(SARM\\)' belongs to the 'dim' sweep, not 'k'"):
+    with pytest.raises(ValueError, match="'16x \\(SARM\\)' belongs to the 'latents' sweep, not 'k'"):
         results_table(
             [ResultRow("x", result, reported_as="16x (SARM)", sweep="k", sweep_value=1)],
             REPORTED_CSV,

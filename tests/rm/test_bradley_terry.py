@@ -11,7 +11,6 @@ from sarm.data.chat import tokenize_conversations
 from sarm.data.records import PreferencePair
 from sarm.rm.bradley_terry import (
     BTTrainConfig,
-    TrainingInterrupted,
     bradley_terry_loss,
     global_batch_indices,
     pairwise_accuracy,
@@ -21,7 +20,8 @@ from sarm.rm.bradley_terry import (
 from sarm.rm.final_states import final_token_states, load_final_token_states
 from sarm.rm.models import build_sarm, load_reward_model
 from sarm.rm.pairs import CachedPairs, pair_conversations, tokenize_pairs
-from sarm.sae.model import TopKSAE
+from sarm.runtime import Preempted
+from sarm.sae.model import SAEConfig, TopKSAE
 
 LAYER = 2
 
@@ -46,7 +46,7 @@ def toy_pairs(n: int) -> list[PreferencePair]:
 
 def tiny_sarm(source):
     torch.manual_seed(0)
-    return build_sarm(str(source), LAYER, TopKSAE(32, 64, 4, seed=0))
+    return build_sarm(str(source), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0))
 
 
 def read_log(path):
@@ -178,7 +178,7 @@ def learnable_states(n: int, sae: TopKSAE, seed: int, good: int = 5, bad: int = 
 
 
 def test_head_only_training_on_cached_states_learns_a_learnable_preference(tmp_path):
-    sae = TopKSAE(32, 64, 4, seed=0)
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     torch.manual_seed(0)
     model = build_sarm("unused", LAYER, sae, with_backbone=False)
     # The initial head prefers the rejected side's latent, so training has to turn the preference around.
@@ -199,14 +199,14 @@ def test_head_only_training_on_cached_states_learns_a_learnable_preference(tmp_p
 
 
 def test_cached_states_cannot_train_the_backbone(tmp_path):
-    sae = TopKSAE(32, 64, 4, seed=0)
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     model = build_sarm("unused", LAYER, sae, with_backbone=False)
     with pytest.raises(ValueError, match="train_backbone"):
         train_reward_model(model, learnable_states(8, sae, 0), BTTrainConfig(global_batch=4), tmp_path)
 
 
 def test_reconstruction_loss_unfreezes_and_trains_the_sae(tmp_path):
-    sae = TopKSAE(32, 64, 4, seed=0)
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     model = build_sarm("unused", LAYER, sae, with_backbone=False)
     before = sae.W_dec.clone()
     cfg = BTTrainConfig(
@@ -219,7 +219,7 @@ def test_reconstruction_loss_unfreezes_and_trains_the_sae(tmp_path):
 
 
 def test_linear_schedule_decays_the_logged_learning_rate(tmp_path):
-    sae = TopKSAE(32, 64, 4, seed=0)
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     model = build_sarm("unused", LAYER, sae, with_backbone=False)
     cfg = BTTrainConfig(
         lr=0.1, epochs=1, global_batch=4, micro_batch=4, train_backbone=False, schedule="linear"
@@ -244,7 +244,7 @@ def test_sigterm_checkpoints_and_resume_gives_identical_weights(tiny_backbone, t
             signal.raise_signal(signal.SIGTERM)
 
     interrupted = tiny_sarm(tiny_backbone)
-    with pytest.raises(TrainingInterrupted) as stopped:
+    with pytest.raises(Preempted) as stopped:
         train_reward_model(interrupted, data, cfg, tmp_path / "resumed", on_step=terminate_at_step_2)
     assert stopped.value.step == 2 and stopped.value.code == 143
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
@@ -267,9 +267,9 @@ def test_resume_refuses_a_checkpoint_of_a_different_config(tiny_backbone, tmp_pa
     def stop(step):
         signal.raise_signal(signal.SIGTERM)
 
-    with pytest.raises(TrainingInterrupted):
+    with pytest.raises(Preempted):
         train_reward_model(tiny_sarm(tiny_backbone), data, cfg, tmp_path, on_step=stop)
-    with pytest.raises(ValueError, match=r"different training config \(changed: \['lr'\]\)"):
+    with pytest.raises(ValueError, match=r"other settings \(`lr`: saved 0.01, requested 0.001\)"):
         train_reward_model(
             tiny_sarm(tiny_backbone), data, BTTrainConfig(lr=1e-3, epochs=2, global_batch=4), tmp_path
         )
@@ -308,7 +308,7 @@ def test_head_trained_on_cached_states_scores_text_the_same_after_loading(tiny_b
     cached = CachedPairs.from_states(load_final_token_states(path, LAYER))
     assert len(cached) == 6
     torch.manual_seed(0)
-    model = build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, 64, 4, seed=0), with_backbone=False)
+    model = build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0), with_backbone=False)
     cfg = BTTrainConfig(lr=0.05, epochs=2, global_batch=3, micro_batch=3, train_backbone=False)
     train_reward_model(model, cached, cfg, tmp_path / "rm")
     loaded = load_reward_model(tmp_path / "rm")

@@ -13,7 +13,7 @@ from sarm.data.records import PreferencePair
 from sarm.rm.bradley_terry import BTTrainConfig, train_reward_model
 from sarm.rm.models import build_sarm
 from sarm.rm.pairs import tokenize_pairs
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 DRIVER = textwrap.dedent(
     """
@@ -24,14 +24,14 @@ DRIVER = textwrap.dedent(
     from sarm.rm.bradley_terry import BTTrainConfig, train_reward_model
     from sarm.rm.pairs import tokenize_pairs
     from sarm.rm.models import build_sarm
-    from sarm.sae.model import TopKSAE
+    from sarm.sae.model import SAEConfig, TopKSAE
     sys.path.insert(0, {tests!r})
     from test_distributed import CONFIG, pairs
 
     logging.basicConfig(level=logging.INFO)
     source, out_dir = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    model = build_sarm(source, 2, TopKSAE(32, 64, 4, seed=0))
+    model = build_sarm(source, 2, TopKSAE(32, SAEConfig(64, 4), seed=0))
     train_reward_model(model, tokenize_pairs(load_tokenizer(source), pairs()), BTTrainConfig(**CONFIG), out_dir)
     """
 )
@@ -58,7 +58,7 @@ def pairs() -> list[PreferencePair]:
 def test_two_gloo_processes_under_torchrun_match_one_process(tiny_backbone, tmp_path):
     source = str(tiny_backbone)
     torch.manual_seed(0)
-    single = build_sarm(source, 2, TopKSAE(32, 64, 4, seed=0))
+    single = build_sarm(source, 2, TopKSAE(32, SAEConfig(64, 4), seed=0))
     train_reward_model(
         single, tokenize_pairs(load_tokenizer(source), pairs()), BTTrainConfig(**CONFIG), tmp_path / "one"
     )
@@ -76,7 +76,7 @@ def test_two_gloo_processes_under_torchrun_match_one_process(tiny_backbone, tmp_
     one = load_file(tmp_path / "one" / "reward_model.safetensors")
     assert set(one) == set(two) and "decoder.layers.0.self_attn.q_proj.weight" in one
     torch.manual_seed(0)
-    untrained = build_sarm(source, 2, TopKSAE(32, 64, 4, seed=0)).state_dict()
+    untrained = build_sarm(source, 2, TopKSAE(32, SAEConfig(64, 4), seed=0)).state_dict()
     assert not torch.allclose(one["head.weight"], untrained["head.weight"], atol=1e-4)  # training did move it
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-5, rtol=1e-4), name

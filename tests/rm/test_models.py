@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import astuple
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from sarm.rm.models import (
     random_sae_like,
     save_reward_model,
 )
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 
 LAYER = 2
 
@@ -49,7 +50,7 @@ def batch(tiny_backbone):
 @pytest.fixture
 def sarm(tiny_backbone):
     torch.manual_seed(0)
-    return build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, 64, 4, seed=0)).eval()
+    return build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
 
 
 def test_sarm_keeps_only_the_first_l_layers_and_no_final_norm(sarm):
@@ -76,9 +77,9 @@ def test_deeper_layer_weights_are_never_needed(tiny_backbone, tmp_path, batch):
     assert len(kept) < len(weights)
     save_file(kept, str(copy / "model.safetensors"), metadata={"format": "pt"})
     torch.manual_seed(0)
-    a = build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, 64, 4, seed=0)).eval()
+    a = build_sarm(str(tiny_backbone), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
     torch.manual_seed(0)
-    b = build_sarm(str(copy), LAYER, TopKSAE(32, 64, 4, seed=0)).eval()
+    b = build_sarm(str(copy), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
     with torch.no_grad():
         assert torch.equal(a(*batch), b(*batch))
 
@@ -122,7 +123,7 @@ def test_token_latents_are_zero_at_padding_and_match_final_token_latents(sarm, b
 
 
 def test_head_switches_pre_activations_and_zero_init(tiny_backbone, batch):
-    sae = TopKSAE(32, 64, 4, seed=0)
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     model = build_sarm(str(tiny_backbone), LAYER, sae, head_input="pre_activations", head_init="zero").eval()
     with torch.no_grad():
         states = model.final_states(*batch)
@@ -133,10 +134,10 @@ def test_head_switches_pre_activations_and_zero_init(tiny_backbone, batch):
 
 
 def test_random_sae_like_keeps_shape_switches_and_input_scale_but_not_weights():
-    pretrained = TopKSAE(32, 64, 4, relu=False, standardize_input=True, seed=0)
+    pretrained = TopKSAE(32, SAEConfig(64, 4, relu=False, standardize_input=True), seed=0)
     pretrained.input_scale.fill_(3.5)
     random = random_sae_like(pretrained, seed=7)
-    assert (random.d_model, random.n_latents, random.k, random.relu, random.standardize_input) == (
+    assert (random.d_model, *astuple(random.cfg)) == (
         32,
         64,
         4,

@@ -1,17 +1,18 @@
 """The TopK SAE module: sparsity, sparse paths equal dense ones, normalisations, save/load."""
 
 import json
+from dataclasses import astuple
 
 import pytest
 import torch
 
-from sarm.sae.model import CONFIG_FILE, TopKSAE
+from sarm.sae.model import CONFIG_FILE, SAEConfig, TopKSAE
 
 D, M, K = 16, 64, 5
 
 
 def make_sae(**kwargs) -> TopKSAE:
-    sae = TopKSAE(D, M, K, seed=1, **kwargs)
+    sae = TopKSAE(D, SAEConfig(M, K, **kwargs), seed=1)
     with torch.no_grad():  # non-trivial biases so that every term of the equations is exercised
         sae.b_pre.normal_(generator=torch.Generator().manual_seed(2))
         sae.encoder.bias.normal_(generator=torch.Generator().manual_seed(3))
@@ -34,7 +35,12 @@ def test_relu_clips_negative_selected_latents():
         sae.encoder.bias.fill_(-100.0)  # every pre-activation negative
     z = sae.encode(torch.randn(4, D))
     assert (z == 0).all()
-    assert (TopKSAE(D, M, K, seed=1, relu=False).encode(torch.randn(4, D)) != 0).sum(dim=-1).eq(K).all()
+    assert (
+        (TopKSAE(D, SAEConfig(M, K, relu=False), seed=1).encode(torch.randn(4, D)) != 0)
+        .sum(dim=-1)
+        .eq(K)
+        .all()
+    )
 
 
 def test_sparse_decode_equals_dense_decode():
@@ -124,7 +130,7 @@ def test_save_load_roundtrip_gives_identical_outputs(tmp_path):
     sae.input_scale.fill_(0.5)
     sae.save(tmp_path / "sae", info={"layer": 3})
     loaded = TopKSAE.load(tmp_path / "sae")
-    assert (loaded.d_model, loaded.n_latents, loaded.k, loaded.relu, loaded.standardize_input) == (
+    assert (loaded.d_model, *astuple(loaded.cfg)) == (
         D,
         M,
         K,
@@ -142,7 +148,7 @@ def test_load_names_the_missing_or_mismatched_file(tmp_path):
         TopKSAE.load(tmp_path)
     make_sae().save(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    (tmp_path / CONFIG_FILE).write_text(json.dumps({**config, "n_latents": M * 2}))
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({**config, "latents": M * 2}))
     with pytest.raises(ValueError, match="does not match"):
         TopKSAE.load(tmp_path)
 
@@ -150,12 +156,14 @@ def test_load_names_the_missing_or_mismatched_file(tmp_path):
 @pytest.mark.parametrize("args", [(D, M, M + 1), (D, 0, 1), (D, M, 2.5)])
 def test_invalid_shapes_are_rejected_with_the_argument_name(args):
     with pytest.raises(ValueError, match="TopKSAE"):
-        TopKSAE(*args)
+        TopKSAE(args[0], SAEConfig(*args[1:]))
 
 
 def test_seed_makes_initialisation_reproducible():
-    assert torch.equal(TopKSAE(D, M, K, seed=7).W_dec, TopKSAE(D, M, K, seed=7).W_dec)
-    assert not torch.equal(TopKSAE(D, M, K, seed=7).W_dec, TopKSAE(D, M, K, seed=8).W_dec)
+    assert torch.equal(TopKSAE(D, SAEConfig(M, K), seed=7).W_dec, TopKSAE(D, SAEConfig(M, K), seed=7).W_dec)
+    assert not torch.equal(
+        TopKSAE(D, SAEConfig(M, K), seed=7).W_dec, TopKSAE(D, SAEConfig(M, K), seed=8).W_dec
+    )
 
 
 def test_bf16_gemm_keeps_float32_values_and_nearly_the_same_selection():
@@ -168,3 +176,17 @@ def test_bf16_gemm_keeps_float32_values_and_nearly_the_same_selection():
     same = sum(len(set(a) & set(b)) for a, b in zip(indices.tolist(), exact_indices.tolist(), strict=True))
     assert same >= 0.9 * indices.numel()
     assert torch.allclose(values.sort(dim=-1).values, exact_values.sort(dim=-1).values, atol=0.1)
+
+
+def test_the_sae_config_is_saved_with_the_weights_and_read_back(tmp_path):
+    cfg = SAEConfig(latents=M, k=K, relu=False, standardize_input=True)
+    TopKSAE(D, cfg, seed=0).save(tmp_path)
+    saved = json.loads((tmp_path / CONFIG_FILE).read_text())
+    assert {key: saved[key] for key in ("d_model", "latents", "k", "relu", "standardize_input")} == {
+        "d_model": D,
+        "latents": M,
+        "k": K,
+        "relu": False,
+        "standardize_input": True,
+    }
+    assert TopKSAE.load(tmp_path).cfg == cfg

@@ -67,5 +67,5 @@ def test_reader_errors_name_the_problem(parts, tmp_path):
     with pytest.raises(ValueError, match="shuffle_buffer"):
         ActivationReader(parts, 5, batch_size=8, shuffle_buffer=4)
     reader = ActivationReader(parts, 5, batch_size=8, shuffle_buffer=24)
-    with pytest.raises(ValueError, match="other shards"):
+    with pytest.raises(ValueError, match=r"other settings \(`shards`"):
         ActivationReader(parts[:1], 5, batch_size=8, shuffle_buffer=24).load_state_dict(reader.state_dict())

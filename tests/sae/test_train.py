@@ -11,13 +11,13 @@ import textwrap
 import pytest
 import torch
 
-from sarm.sae.model import TopKSAE
+from sarm.runtime import PREEMPTED_EXIT_CODE
+from sarm.sae.model import SAEConfig, TopKSAE
 from sarm.sae.reader import ActivationReader
 from sarm.sae.sampling import write_activations
 from sarm.sae.train import (
     CHECKPOINT_FILE,
     CSV_COLUMNS,
-    SIGTERM_EXIT_CODE,
     SAETrainConfig,
     geometric_median,
     lr_factor,
@@ -52,13 +52,13 @@ def config(**overrides) -> SAETrainConfig:
 
 
 def train(data_dir, out_dir, cfg, reader=None, **sae_kwargs):
-    sae = TopKSAE(D, M, K, seed=0, **sae_kwargs)
+    sae = TopKSAE(D, SAEConfig(M, K, **sae_kwargs), seed=0)
     metrics = train_sae(reader or cfg.make_reader([data_dir], 4), sae, cfg, out_dir)
     return sae, metrics
 
 
 def untrained_fvu(data_dir, **sae_kwargs) -> float:
-    sae = TopKSAE(D, M, K, seed=0, **sae_kwargs)
+    sae = TopKSAE(D, SAEConfig(M, K, **sae_kwargs), seed=0)
     x = ActivationReader([data_dir], 4, batch_size=32, shuffle_buffer=400).sample(800)
     sae.fit_input_scale_(x)
     with torch.no_grad():
@@ -98,7 +98,9 @@ def test_upstream_switches_train_too(data_dir, tmp_path):
 
 def test_auxk_trains_dead_latents_that_the_topk_loss_never_reaches(data_dir, tmp_path):
     def decoder_change_of_dead_latents(alpha):
-        sae = TopKSAE(D, M, K, seed=0, relu=False)  # no ReLU: negative auxiliary latents still pass gradient
+        sae = TopKSAE(
+            D, SAEConfig(M, K, relu=False), seed=0
+        )  # no ReLU: negative auxiliary latents still pass gradient
         cfg = config(epochs=1, dead_window=32, auxk_alpha=alpha, auxk_k=8)
         with torch.no_grad():
             sae.encoder.bias[: M // 2] = -1e3  # these latents never win the TopK: always dead
@@ -141,7 +143,7 @@ def test_resume_after_a_crash_ends_with_identical_weights(data_dir, tmp_path):
 SIGTERM_SCRIPT = """
 import os, signal, sys
 from sarm.sae.reader import ActivationReader
-from sarm.sae.model import TopKSAE
+from sarm.sae.model import SAEConfig, TopKSAE
 from sarm.sae.train import SAETrainConfig, train_sae
 
 class SelfTerminating(ActivationReader):
@@ -155,7 +157,7 @@ class SelfTerminating(ActivationReader):
 
 cfg = SAETrainConfig(**{config})
 reader = SelfTerminating([sys.argv[1]], 4, cfg.batch_size, cfg.shuffle_buffer, cfg.seed)
-train_sae(reader, TopKSAE({D}, {M}, {K}, seed=0), cfg, sys.argv[2])
+train_sae(reader, TopKSAE({D}, SAEConfig({M}, {K}), seed=0), cfg, sys.argv[2])
 """
 
 
@@ -171,7 +173,7 @@ def test_sigterm_checkpoints_and_exits_then_resume_matches_an_uninterrupted_run(
         timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
-    assert result.returncode == SIGTERM_EXIT_CODE, result.stderr[-2000:]
+    assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-2000:]
     assert signal.SIGTERM == 15
     assert torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=False)["progress"]["step"] == 42
     resumed, _ = train(data_dir, tmp_path / "resumed", cfg)
@@ -232,3 +234,16 @@ def test_reader_batch_size_must_match_the_config(data_dir, tmp_path):
             config(),
             reader=ActivationReader([data_dir], 4, batch_size=16, shuffle_buffer=400),
         )
+
+
+def test_from_config_nests_the_sae_config_and_keeps_the_training_keys():
+    section = {"latents": "16x", "k": "3/64x", "relu": False, "standardize_input": True, "lr": 1e-3}
+    cfg = SAETrainConfig.from_config(section, latents=M, k=K)
+    assert cfg.sae == SAEConfig(latents=M, k=K, relu=False, standardize_input=True)
+    assert cfg.lr == 1e-3
+
+
+def test_an_sae_that_differs_from_the_training_config_is_refused(data_dir, tmp_path):
+    cfg = config(sae=SAEConfig(M, K, relu=False))
+    with pytest.raises(ValueError, match="training config says"):
+        train_sae(cfg.make_reader([data_dir], 4), TopKSAE(D, SAEConfig(M, K), seed=0), cfg, tmp_path)

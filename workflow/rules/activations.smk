@@ -4,10 +4,10 @@
 rule sample_activations:
     """Hidden states of each sentence's last token (sequence) or of every token (token level)."""
     input:
-        sentences="results/{backbone}/sentences/part{part}.parquet",
+        sentences=SENTENCES,
         backbone=backbone_files,
     output:
-        activations=directory("results/{backbone}/activations/{level}/part{part}"),
+        activations=directory(ACTIVATIONS),
     log:
         log_path("sample_activations", "{backbone}/{level}/part{part}"),
     benchmark:

@@ -8,7 +8,28 @@ from sarm.config import (
     validate_config,
     vanilla_run,
 )
-from sarm.backbone import GGUF_PREFIX
+from sarm.paths import (
+    ACTIVATIONS,
+    BENCHMARKS,
+    CONVERTED_BACKBONE,
+    EXPLAINER_CACHE,
+    FINAL_STATES,
+    INTERPRET_DIR,
+    REWARD_MODEL_DIR,
+    REWARD_MODEL_NAME,
+    SAE_DIR,
+    SAE_NAME,
+    SARM_DIR,
+    SARM_NAME,
+    SENTENCES,
+    STEERING_DIR,
+    SWEEP_PLOT,
+    TABLE,
+    VANILLA_DIR,
+    benchmark_path,
+    converted_backbone,
+    log_path,
+)
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 
@@ -47,13 +68,13 @@ def table_runs():
 def backbone_path(name):
     """Where rules load a backbone from: its hub id / folder, or the folder converted from GGUF."""
     source = config["backbones"][name]["source"]
-    return f"results/backbones/{name}" if source.startswith(GGUF_PREFIX) else source
+    return converted_backbone(name, source) or source
 
 
 def backbone_files_of(name):
     """The converted folder as an input when the backbone ships as GGUF; nothing for hub ids."""
-    path = backbone_path(name)
-    return [path] if path.startswith("results/backbones/") else []
+    converted = converted_backbone(name, config["backbones"][name]["source"])
+    return [converted] if converted else []
 
 
 def backbone_files(wildcards):
@@ -96,15 +117,11 @@ def sampling_parts():
 
 def activation_parts(wildcards):
     return expand(
-        "results/{backbone}/activations/{level}/part{part}",
+        ACTIVATIONS,
         backbone=wildcards.backbone,
         level=wildcards.level,
         part=sampling_parts(),
     )
-
-
-def sae_dir(backbone, layer, level, latents, k):
-    return f"results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"
 
 
 def reward_model_inputs(wildcards):
@@ -114,13 +131,10 @@ def reward_model_inputs(wildcards):
     if encoder != "vanilla":
         # The random-init ablation copies the shape and input scale of the sequence-level SAE.
         level = "sequence" if encoder == "random" else encoder
-        directory = sae_dir(
-            wildcards.backbone, wildcards.layer, level, wildcards.latents, wildcards.k
-        )
-        inputs["sae"] = f"{directory}/sae.safetensors"
+        inputs["sae"] = f"{SAE_DIR.format(**wildcards, level=level)}/sae.safetensors"
     if FROZEN_BACKBONE:
-        inputs["states"] = (
-            f"results/{wildcards.backbone}/final_states/preferences.safetensors"
+        inputs["states"] = FINAL_STATES.format(
+            backbone=wildcards.backbone, dataset="preferences"
         )
     else:
         inputs["backbone"] = backbone_files(wildcards)
@@ -129,12 +143,10 @@ def reward_model_inputs(wildcards):
 
 
 def evaluation_inputs(wildcards):
-    inputs = {
-        "model": f"results/{wildcards.backbone}/layer{wildcards.layer}/rm/{wildcards.variant}/reward_model.json"
-    }
+    inputs = {"model": f"{REWARD_MODEL_DIR.format(**wildcards)}/reward_model.json"}
     if FROZEN_BACKBONE:
-        inputs["states"] = (
-            f"results/{wildcards.backbone}/final_states/rewardbench2.safetensors"
+        inputs["states"] = FINAL_STATES.format(
+            backbone=wildcards.backbone, dataset="rewardbench2"
         )
     else:
         inputs["backbone"] = backbone_files(wildcards)
@@ -147,26 +159,15 @@ def experiment_dir(name):
 
 
 def interpret_dir():
-    return f"{experiment_dir(config['interpret']['experiment'])}/interpret"
+    return experiment_run(config, config["interpret"]["experiment"]).path(INTERPRET_DIR)
 
 
 def steering_dir():
-    return f"{experiment_dir(config['steering']['experiment'])}/steering"
+    return experiment_run(config, config["steering"]["experiment"]).path(STEERING_DIR)
 
 
 def report_caption(name):
     return str(Path(workflow.basedir) / "report" / f"{name}.rst")
-
-
-def log_path(rule_name, pattern):
-    return f"results/logs/{rule_name}/{pattern}.log"
-
-
-def benchmark_path(rule_name, pattern):
-    return f"results/benchmarks/{rule_name}/{pattern}.tsv"
-
-
-SWEEP_COLUMNS = {"layer": "layer", "latents": "dim", "k": "k"}
 
 
 def result_rows(table):
@@ -185,7 +186,7 @@ def result_rows(table):
                 {
                     "label": f"{run.backbone} layer {run.layer}, M={run.latents}, k={run.k}",
                     "path": f"{run.directory}/rewardbench2.json",
-                    "sweep": SWEEP_COLUMNS[kind],
+                    "sweep": kind,
                     "sweep_value": swept,
                 }
             )

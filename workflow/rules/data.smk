@@ -4,7 +4,7 @@
 rule convert_backbone:
     """De-quantise a GGUF model shipped in a Python package into a normal Hugging Face folder."""
     output:
-        model=directory("results/backbones/{backbone}"),
+        model=directory(CONVERTED_BACKBONE),
     log:
         log_path("convert_backbone", "{backbone}"),
     conda:
@@ -21,9 +21,7 @@ rule split_sentences:
         backbone=backbone_files,
         corpus=local_data("corpus"),
     output:
-        parts=expand(
-            "results/{{backbone}}/sentences/part{part}.parquet", part=sampling_parts()
-        ),
+        parts=expand(SENTENCES, part=sampling_parts(), allow_missing=True),
     log:
         log_path("split_sentences", "{backbone}"),
     benchmark:

@@ -5,12 +5,12 @@ rule evaluate_rewardbench2:
     input:
         unpack(evaluation_inputs),
     output:
-        scores="results/{backbone}/layer{layer}/rm/{variant}/rewardbench2.json",
-        rewards="results/{backbone}/layer{layer}/rm/{variant}/rewards.parquet",
+        scores=f"{REWARD_MODEL_DIR}/rewardbench2.json",
+        rewards=f"{REWARD_MODEL_DIR}/rewards.parquet",
     log:
-        log_path("evaluate_rewardbench2", "{backbone}/layer{layer}/{variant}"),
+        log_path("evaluate_rewardbench2", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("evaluate_rewardbench2", "{backbone}/layer{layer}/{variant}")
+        benchmark_path("evaluate_rewardbench2", REWARD_MODEL_NAME)
     conda:
         ENVS / "torch.yaml"
     params:

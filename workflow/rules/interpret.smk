@@ -1,5 +1,4 @@
 # RQ1: what the value head reads. Activating contexts on RM-Bench -> explanations -> detection -> cards.
-RM_DIR = "results/{backbone}/layer{layer}/rm/{variant}"
 
 
 localrules:
@@ -9,16 +8,16 @@ localrules:
 rule feature_contexts:
     """Top activating sentence-end contexts of every feature on the RM-Bench-format set."""
     input:
-        model=f"{RM_DIR}/reward_model.json",
+        model=f"{REWARD_MODEL_DIR}/reward_model.json",
         backbone=backbone_files,
         rmbench=local_data("rmbench"),
     output:
-        contexts=f"{RM_DIR}/interpret/contexts.parquet",
-        background=f"{RM_DIR}/interpret/background.parquet",
+        contexts=f"{INTERPRET_DIR}/contexts.parquet",
+        background=f"{INTERPRET_DIR}/background.parquet",
     log:
-        log_path("feature_contexts", "{backbone}/layer{layer}/{variant}"),
+        log_path("feature_contexts", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("feature_contexts", "{backbone}/layer{layer}/{variant}")
+        benchmark_path("feature_contexts", REWARD_MODEL_NAME)
     conda:
         ENVS / "torch.yaml"
     params:
@@ -33,21 +32,21 @@ rule feature_contexts:
 rule explain_features:
     """Explanation + 1-5 consistency score per feature; the API key is read from the environment."""
     input:
-        model=f"{RM_DIR}/reward_model.json",
-        contexts=f"{RM_DIR}/interpret/contexts.parquet",
+        model=f"{REWARD_MODEL_DIR}/reward_model.json",
+        contexts=f"{INTERPRET_DIR}/contexts.parquet",
         explainer=explainer_files,
     output:
-        explanations=f"{RM_DIR}/interpret/explanations.parquet",
+        explanations=f"{INTERPRET_DIR}/explanations.parquet",
     log:
-        log_path("explain_features", "{backbone}/layer{layer}/{variant}"),
+        log_path("explain_features", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("explain_features", "{backbone}/layer{layer}/{variant}")
+        benchmark_path("explain_features", REWARD_MODEL_NAME)
     conda:
         ENVS / "interpret.yaml"
     params:
         interpret=config["interpret"],
         explainer_path=explainer_path(),
-        cache="results/cache/explainer",
+        cache=EXPLAINER_CACHE,
     script:
         "../../scripts/explain_features.py"
 
@@ -55,22 +54,22 @@ rule explain_features:
 rule detection_scores:
     """Beyond the paper: can a judge pick activating contexts from the explanation alone?"""
     input:
-        contexts=f"{RM_DIR}/interpret/contexts.parquet",
-        background=f"{RM_DIR}/interpret/background.parquet",
-        explanations=f"{RM_DIR}/interpret/explanations.parquet",
+        contexts=f"{INTERPRET_DIR}/contexts.parquet",
+        background=f"{INTERPRET_DIR}/background.parquet",
+        explanations=f"{INTERPRET_DIR}/explanations.parquet",
         explainer=explainer_files,
     output:
-        detection=f"{RM_DIR}/interpret/detection.parquet",
+        detection=f"{INTERPRET_DIR}/detection.parquet",
     log:
-        log_path("detection_scores", "{backbone}/layer{layer}/{variant}"),
+        log_path("detection_scores", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("detection_scores", "{backbone}/layer{layer}/{variant}")
+        benchmark_path("detection_scores", REWARD_MODEL_NAME)
     conda:
         ENVS / "interpret.yaml"
     params:
         interpret=config["interpret"],
         explainer_path=explainer_path(),
-        cache="results/cache/explainer",
+        cache=EXPLAINER_CACHE,
     script:
         "../../scripts/detection_scores.py"
 
@@ -78,23 +77,23 @@ rule detection_scores:
 rule feature_cards:
     """The paper's case studies: top positive / negative features with explanation and contexts."""
     input:
-        model=f"{RM_DIR}/reward_model.json",
-        contexts=f"{RM_DIR}/interpret/contexts.parquet",
-        explanations=f"{RM_DIR}/interpret/explanations.parquet",
-        detection=f"{RM_DIR}/interpret/detection.parquet",
+        model=f"{REWARD_MODEL_DIR}/reward_model.json",
+        contexts=f"{INTERPRET_DIR}/contexts.parquet",
+        explanations=f"{INTERPRET_DIR}/explanations.parquet",
+        detection=f"{INTERPRET_DIR}/detection.parquet",
     output:
         cards=report(
-            f"{RM_DIR}/interpret/feature_cards.md",
+            f"{INTERPRET_DIR}/feature_cards.md",
             caption="../report/feature_cards.rst",
             category="Features",
         ),
         figure=report(
-            f"{RM_DIR}/interpret/feature_cards.png",
+            f"{INTERPRET_DIR}/feature_cards.png",
             caption="../report/feature_cards.rst",
             category="Features",
         ),
     log:
-        log_path("feature_cards", "{backbone}/layer{layer}/{variant}"),
+        log_path("feature_cards", REWARD_MODEL_NAME),
     conda:
         ENVS / "tables.yaml"
     params:

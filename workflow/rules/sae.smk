@@ -6,12 +6,12 @@ rule train_sae:
     input:
         activations=activation_parts,
     output:
-        sae="results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}/sae.safetensors",
-        config="results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}/sae.json",
-        metrics="results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}/metrics.json",
-        curve="results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}/loss.csv",
+        sae=f"{SAE_DIR}/sae.safetensors",
+        config=f"{SAE_DIR}/sae.json",
+        metrics=f"{SAE_DIR}/metrics.json",
+        curve=f"{SAE_DIR}/loss.csv",
         plot=report(
-            "results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}/loss.png",
+            f"{SAE_DIR}/loss.png",
             caption="../report/sae_loss.rst",
             category="SAE training",
             labels={
@@ -23,11 +23,9 @@ rule train_sae:
             },
         ),
     log:
-        log_path("train_sae", "{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"),
+        log_path("train_sae", SAE_NAME),
     benchmark:
-        benchmark_path(
-            "train_sae", "{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"
-        )
+        benchmark_path("train_sae", SAE_NAME)
     conda:
         ENVS / "torch.yaml"
     params:

@@ -9,7 +9,7 @@ rule cache_final_states:
         backbone=backbone_files,
         data=lambda wildcards: local_data(wildcards.dataset),
     output:
-        states="results/{backbone}/final_states/{dataset}.safetensors",
+        states=FINAL_STATES,
     log:
         log_path("cache_final_states", "{backbone}/{dataset}"),
     benchmark:
@@ -30,15 +30,13 @@ rule train_sarm:
     input:
         unpack(reward_model_inputs),
     output:
-        model="results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}/reward_model.json",
-        weights="results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}/reward_model.safetensors",
-        curve="results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}/train_log.csv",
+        model=f"{SARM_DIR}/reward_model.json",
+        weights=f"{SARM_DIR}/reward_model.safetensors",
+        curve=f"{SARM_DIR}/train_log.csv",
     log:
-        log_path("train_sarm", "{backbone}/layer{layer}/sarm_{encoder}_m{latents}_k{k}"),
+        log_path("train_sarm", SARM_NAME),
     benchmark:
-        benchmark_path(
-            "train_sarm", "{backbone}/layer{layer}/sarm_{encoder}_m{latents}_k{k}"
-        )
+        benchmark_path("train_sarm", SARM_NAME)
     conda:
         ENVS / "torch.yaml"
     params:
@@ -55,9 +53,9 @@ rule train_vanilla_rm:
     input:
         unpack(reward_model_inputs),
     output:
-        model="results/{backbone}/layer{layer}/rm/vanilla/reward_model.json",
-        weights="results/{backbone}/layer{layer}/rm/vanilla/reward_model.safetensors",
-        curve="results/{backbone}/layer{layer}/rm/vanilla/train_log.csv",
+        model=f"{VANILLA_DIR}/reward_model.json",
+        weights=f"{VANILLA_DIR}/reward_model.safetensors",
+        curve=f"{VANILLA_DIR}/train_log.csv",
     log:
         log_path("train_vanilla_rm", "{backbone}/layer{layer}"),
     benchmark:

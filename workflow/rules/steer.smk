@@ -3,27 +3,27 @@
 
 rule steering:
     input:
-        model="results/{backbone}/layer{layer}/rm/{variant}/reward_model.json",
+        model=f"{REWARD_MODEL_DIR}/reward_model.json",
         backbone=backbone_files,
         rmbench=local_data("rmbench"),
         rewardbench2=local_data("rewardbench2"),
     output:
-        summary="results/{backbone}/layer{layer}/rm/{variant}/steering/steering.json",
-        rewards="results/{backbone}/layer{layer}/rm/{variant}/steering/rewards.parquet",
+        summary=f"{STEERING_DIR}/steering.json",
+        rewards=f"{STEERING_DIR}/rewards.parquet",
         target=report(
-            "results/{backbone}/layer{layer}/rm/{variant}/steering/figure3a.png",
+            f"{STEERING_DIR}/figure3a.png",
             caption="../report/figure3a.rst",
             category="Figure 3: steering",
         ),
         complement=report(
-            "results/{backbone}/layer{layer}/rm/{variant}/steering/figure3b.png",
+            f"{STEERING_DIR}/figure3b.png",
             caption="../report/figure3b.rst",
             category="Figure 3: steering",
         ),
     log:
-        log_path("steering", "{backbone}/layer{layer}/{variant}"),
+        log_path("steering", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("steering", "{backbone}/layer{layer}/{variant}")
+        benchmark_path("steering", REWARD_MODEL_NAME)
     conda:
         ENVS / "torch.yaml"
     params:

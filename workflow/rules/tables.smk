@@ -1,5 +1,9 @@
 # The paper's tables and sweep plots, regenerated from result files ("reproduced") beside the paper's
 # numbers ("reported"). Light work: run on the submit host.
+TABLE3 = TABLE.format(n=3)
+TABLE4 = TABLE.format(n=4)
+
+
 localrules:
     results_table,
     compute_table,
@@ -12,12 +16,12 @@ rule results_table:
         reported="resources/paper/paper_reported.csv",
     output:
         markdown=report(
-            "results/tables/table{n}.md",
+            f"{TABLE}.md",
             caption="../report/results_table.rst",
             category="Tables",
         ),
-        csv="results/tables/table{n}.csv",
-        latex="results/tables/table{n}.tex",
+        csv=f"{TABLE}.csv",
+        latex=f"{TABLE}.tex",
     log:
         log_path("results_table", "table{n}"),
     wildcard_constraints:
@@ -38,18 +42,18 @@ rule compute_table:
         reported="resources/paper/paper_compute.csv",
     output:
         markdown=report(
-            "results/tables/table4.md",
+            f"{TABLE4}.md",
             caption="../report/table4.rst",
             category="Tables",
         ),
-        csv="results/tables/table4.csv",
-        latex="results/tables/table4.tex",
+        csv=f"{TABLE4}.csv",
+        latex=f"{TABLE4}.tex",
     log:
         log_path("compute_table", "table4"),
     conda:
         ENVS / "tables.yaml"
     params:
-        benchmarks="results/benchmarks",
+        benchmarks=BENCHMARKS,
         caption=report_caption("table4"),
     script:
         "../../scripts/compute_table.py"
@@ -57,10 +61,10 @@ rule compute_table:
 
 rule sweep_plot:
     input:
-        table="results/tables/table3.csv",
+        table=f"{TABLE3}.csv",
     output:
         plot=report(
-            "results/figures/table3_{kind}.png",
+            SWEEP_PLOT,
             caption="../report/sweep_plot.rst",
             category="Table 3 sweeps",
             labels={"sweep": "{kind}"},
@@ -68,7 +72,7 @@ rule sweep_plot:
     log:
         log_path("sweep_plot", "{kind}"),
     wildcard_constraints:
-        kind="layer|dim|k",
+        kind="layer|latents|k",
     conda:
         ENVS / "tables.yaml"
     script:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -15,6 +14,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.data.sources import DataError, load_rows, require_columns
+from sarm.runtime import atomic_paths
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,6 @@ def iter_sentences(
     return islice(sentences(), limit)
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
 def write_sentence_parts(
     sentences: Iterable[str],
     out_paths: list[str | Path],
@@ -181,46 +177,38 @@ def write_sentence_parts(
     if not paths:
         raise ValueError("write_sentence_parts needs at least one output path")
     schema = pa.schema([("text", pa.string())])
-    temps = [_temporary(p) for p in paths]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    writers = [pq.ParquetWriter(temp, schema) for temp in temps]
     buffers: list[list[str]] = [[] for _ in paths]
     counts = [0] * len(paths)
 
-    def flush(part: int) -> None:
-        writers[part].write_table(pa.table({"text": buffers[part]}, schema=schema))
-        counts[part] += len(buffers[part])
-        buffers[part] = []
+    with atomic_paths(*paths) as temps:
+        writers = [pq.ParquetWriter(temp, schema) for temp in temps]
 
-    try:
-        stream = tqdm(sentences, desc="sentences", unit=" sent", mininterval=10)
-        if layout == "contiguous":
-            everything = list(stream)
-            bounds = [round(i * len(everything) / len(paths)) for i in range(len(paths) + 1)]
-            for part in range(len(paths)):
-                for start in range(bounds[part], bounds[part + 1], row_group_size):
-                    buffers[part] = everything[start : min(start + row_group_size, bounds[part + 1])]
-                    flush(part)
-        else:
-            for index, sentence in enumerate(stream):
-                part = index % len(paths)
-                buffers[part].append(sentence)
-                if len(buffers[part]) >= row_group_size:
-                    flush(part)
-            for part in range(len(paths)):
-                if buffers[part]:
-                    flush(part)
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.close()
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
-    for temp, path in zip(temps, paths, strict=True):
-        os.replace(temp, path)
+        def flush(part: int) -> None:
+            writers[part].write_table(pa.table({"text": buffers[part]}, schema=schema))
+            counts[part] += len(buffers[part])
+            buffers[part] = []
+
+        try:
+            stream = tqdm(sentences, desc="sentences", unit=" sent", mininterval=10)
+            if layout == "contiguous":
+                everything = list(stream)
+                bounds = [round(i * len(everything) / len(paths)) for i in range(len(paths) + 1)]
+                for part in range(len(paths)):
+                    for start in range(bounds[part], bounds[part + 1], row_group_size):
+                        buffers[part] = everything[start : min(start + row_group_size, bounds[part + 1])]
+                        flush(part)
+            else:
+                for index, sentence in enumerate(stream):
+                    part = index % len(paths)
+                    buffers[part].append(sentence)
+                    if len(buffers[part]) >= row_group_size:
+                        flush(part)
+                for part in range(len(paths)):
+                    if buffers[part]:
+                        flush(part)
+        finally:
+            for writer in writers:
+                writer.close()
     log.info("wrote %d sentences into %d parts", sum(counts), len(paths))
     return counts
 

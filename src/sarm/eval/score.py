@@ -18,13 +18,9 @@ from sarm.data.rewardbench2 import completion_table
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import RewardModel
-from sarm.runtime import atomic_write, write_json_atomic
+from sarm.runtime import atomic_write, module_device, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.inference_mode()
@@ -42,7 +38,7 @@ def score_conversations(
         )
     token_ids = tokenize_conversations(tokenizer, conversations, max_length)
     rewards = np.full(len(token_ids), np.nan)
-    device = _model_device(model)
+    device = module_device(model)
     with tqdm(total=len(token_ids), desc="scoring", unit="conv") as progress:
         batches = iter_final_token_states(
             model.decoder, token_ids, [model.layer], batch_tokens, tokenizer.pad_token_id
@@ -58,7 +54,7 @@ def rewards_from_cached_states(
     model: RewardModel, states: torch.Tensor, batch_size: int = 4096
 ) -> np.ndarray:
     """Rewards from stored final-token states (N, d) of the model's layer (frozen-backbone mode)."""
-    device = _model_device(model)
+    device = module_device(model)
     out = [model.rewards_from_states(chunk.to(device)).float().cpu() for chunk in states.split(batch_size)]
     return torch.cat(out).numpy() if out else np.zeros(0)
 

@@ -4,7 +4,6 @@ value-head weights, each with its explanation, consistency score, detection accu
 
 from __future__ import annotations
 
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
+
+from sarm.runtime import atomic_write, write_text_atomic
 
 POSITIVE, NEGATIVE = "positive", "negative"
 SIGN_TITLES = {
@@ -156,12 +157,7 @@ def plot_feature_cards(cards: list[FeatureCard], out_png: str | Path, title: str
             if row >= len(group):
                 continue
             _draw_card(ax, group[row])
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.name + ".tmp.png")
-    figure.savefig(tmp, dpi=130)
-    os.replace(tmp, out_png)
-    return out_png
+    return atomic_write(out_png, lambda tmp: figure.savefig(tmp, format="png", dpi=130))
 
 
 def _draw_card(ax, card: FeatureCard) -> None:
@@ -198,9 +194,5 @@ def write_feature_cards(
     cards: list[FeatureCard], markdown_path: str | Path, figure_path: str | Path, title: str = "Feature cards"
 ) -> None:
     """The Markdown file and the figure, each written atomically."""
-    markdown_path = Path(markdown_path)
-    markdown_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = markdown_path.with_name(markdown_path.name + ".tmp")
-    tmp.write_text(cards_markdown(cards, title), encoding="utf-8")
-    os.replace(tmp, markdown_path)
+    write_text_atomic(cards_markdown(cards, title), markdown_path)
     plot_feature_cards(cards, figure_path, title)

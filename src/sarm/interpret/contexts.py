@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import format_conversation
 from sarm.data.records import Message, RMBenchItem
-from sarm.runtime import atomic_write
+from sarm.runtime import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +302,6 @@ def collect_feature_contexts(
         len(result.background),
     )
     return result
-
-
-def write_parquet_atomic(table: pd.DataFrame, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def write_feature_contexts(

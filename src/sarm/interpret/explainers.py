@@ -23,9 +23,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sarm.backbone import GGUF_PREFIX, packaged_gguf_path
+from sarm.backbone import packaged_gguf_path
 from sarm.data.records import Message
 from sarm.interpret.prompts import ANSWER_FIELD, explanation_messages, parse_explanation
+from sarm.paths import GGUF_PREFIX
+from sarm.runtime import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,7 @@ class ResponseCache:
         path = self._path(request)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"request": request, "response": response}, ensure_ascii=False), encoding="utf-8"
-        )
-        os.replace(tmp, path)
+        write_text_atomic(json.dumps({"request": request, "response": response}, ensure_ascii=False), path)
 
 
 class CachedChatModel(ABC):

@@ -27,8 +27,7 @@ from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message, PreferencePair, RMBenchItem
 from sarm.eval.rewardbench2 import score_rewardbench2
-from sarm.interpret.contexts import write_parquet_atomic
-from sarm.runtime import write_json_atomic
+from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -293,12 +292,9 @@ def plot_reward_shift(rewards: pd.DataFrame, which: str, caption: str, out_png: 
         ax.set_title(f"{'a' if which == TARGET else 'b'}) reward distribution of the {name}")
         ax.set_xlabel("reward")
         figure.text(0.01, 0.0, textwrap.fill(caption, 100), fontsize=7, va="top", ha="left")
-        out_png = Path(out_png)
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_png.with_name(out_png.name + ".tmp.png")
-        figure.savefig(tmp, dpi=150, bbox_inches="tight")
-    tmp.replace(out_png)
-    return out_png
+        return atomic_write(
+            out_png, lambda tmp: figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        )
 
 
 def write_steering(

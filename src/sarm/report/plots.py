@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,13 +10,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sarm.report.tables import REPORTED, REPRODUCED, SCORE_COLUMNS, SWEEP_KINDS
+from sarm.runtime import atomic_write
 
 SWEEP_AXIS_LABELS = {
     "layer": "SAE layer",
-    "dim": "SAE latents (multiple of hidden size d)",
+    "latents": "SAE latents (multiple of hidden size d)",
     "k": "active latents k",
 }
-SWEEP_TITLES = {"layer": "SAE layer", "dim": "SAE width", "k": "sparsity k"}
+SWEEP_TITLES = {"layer": "SAE layer", "latents": "SAE width", "k": "sparsity k"}
 LINE_LABELS = {REPRODUCED: "reproduced", REPORTED: "reported (paper)"}
 _LAYOUT_TITLES = {
     "shared": "reproduced and reported on one axis",
@@ -127,13 +127,4 @@ def _require_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> N
 
 
 def _save(figure: Figure, out_png: str | Path) -> Path:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp")
-    try:
-        figure.savefig(temporary, format="png", dpi=150)
-        os.replace(temporary, out_png)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return out_png
+    return atomic_write(out_png, lambda tmp: figure.savefig(tmp, format="png", dpi=150))

@@ -18,7 +18,7 @@ SCORE_COLUMNS = ("Overall", *SUBSETS)
 TABLE_COLUMNS = ("Model", "Source", "Size", *SCORE_COLUMNS)
 SWEEP_TABLE_COLUMNS = ("Sweep", "Value", *TABLE_COLUMNS)
 COMPUTE_COLUMNS = ("Procedure", "Source", "Device", "Hours", "Jobs")
-SWEEP_KINDS = ("layer", "dim", "k")
+SWEEP_KINDS = ("layer", "latents", "k")
 TABLES = ("table1", "table2", "table3")
 REPRODUCED, REPORTED = "reproduced", "reported"
 
@@ -45,7 +45,7 @@ class ResultRow:
     label: str
     path: Path
     reported_as: str | None = None
-    sweep: str | None = None  # Table 3 only: "layer" | "dim" | "k"
+    sweep: str | None = None  # Table 3 only: "layer" | "latents" | "k"
     sweep_value: float | None = None  # layer index (resolved, not a fraction), latents / d, or k
     size: str = ""
 
@@ -296,7 +296,7 @@ def write_table(df: pd.DataFrame, out_prefix: str | Path, caption: str, decimals
         out_prefix.with_name(out_prefix.name + ".tex"): _latex(df, cells, numeric, caption, out_prefix.name),
     }
     for path, text in outputs.items():
-        atomic_write_text(path, text)
+        write_text_atomic(text, path)
     return list(outputs)
 
 
@@ -359,8 +359,3 @@ def _latex(df: pd.DataFrame, cells: list[list[str]], numeric: list[bool], captio
         lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` so readers never see half a file."""
-    write_text_atomic(text, path)

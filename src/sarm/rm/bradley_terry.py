@@ -13,8 +13,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
-import threading
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,6 +29,14 @@ from sarm.batching import pad_right
 from sarm.data.chat import DEFAULT_MAX_LENGTH
 from sarm.rm.models import SARM, RewardModel, save_reward_model
 from sarm.rm.pairs import CachedPairs, Pairs
+from sarm.runtime import (
+    Preempted,
+    TerminationFlag,
+    atomic_write,
+    check_resumable,
+    module_device,
+    write_csv_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +119,6 @@ class BTTrainConfig:
                 f"unknown config key(s) {', '.join(f'`{where}.{k}`' for k in unknown)} (allowed: {', '.join(sorted(known))})"
             )
         return cls(**values)
-
-
-class TrainingInterrupted(SystemExit):
-    """SIGTERM arrived: a checkpoint was written; run the same training again to resume."""
-
-    def __init__(self, step: int):
-        super().__init__(143)  # 128 + SIGTERM, what schedulers expect from a terminated job
-        self.step = step
 
 
 class _PairScorer(nn.Module):
@@ -228,37 +226,12 @@ def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
         model.trained_parts.add("sae")
 
 
-class _TermFlag:
-    """Remember SIGTERM instead of dying mid-step (main thread only; other threads cannot set handlers)."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        if _in_main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        log.warning("SIGTERM received: stopping before the next micro-batch to checkpoint")
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 @torch.no_grad()
 def pairwise_accuracy(
     model: RewardModel, data: Pairs, batch_size: int, ctx: _Dist | None = None
 ) -> tuple[float, float]:
     """(mean BT loss, fraction with r_chosen > r_rejected) over `data`, sharded across processes."""
-    ctx = ctx or _Dist(0, 1, next(model.parameters()).device)
+    ctx = ctx or _Dist(0, 1, module_device(model))
     was_training = model.training
     model.eval()
     scorer = _PairScorer(model, recon=False)
@@ -288,15 +261,6 @@ def _read_log(path: Path, upto_step: int) -> list[dict]:
         return [row for row in csv.DictReader(f) if int(row["step"]) <= upto_step]
 
 
-def _write_log(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -310,22 +274,12 @@ def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, cfg, wo
         "config": dataclasses.asdict(cfg),
         "world_size": world,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _load_checkpoint(path: Path, model, optimizer, scheduler, cfg, ctx: _Dist) -> int:
     state = torch.load(path, map_location=ctx.device, weights_only=True)
-    changed = sorted(
-        k
-        for k, v in dataclasses.asdict(cfg).items()
-        if k not in RESUMABLE_CHANGES and state["config"].get(k) != v
-    )
-    if changed:
-        raise ValueError(
-            f"{path} was written with a different training config (changed: {changed}); delete it to start over"
-        )
+    check_resumable(state["config"], dataclasses.asdict(cfg), path, may_change=RESUMABLE_CHANGES)
     if state["world_size"] != ctx.world:
         log.warning("resuming a %d-process run with %d processes", state["world_size"], ctx.world)
     params = dict(model.named_parameters())
@@ -339,7 +293,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, cfg, ctx: _Dist) -
 
 
 def _accumulate_gradients(
-    scorer: nn.Module, data: Pairs, batch: list[int], cfg: BTTrainConfig, ctx: _Dist, term: _TermFlag
+    scorer: nn.Module, data: Pairs, batch: list[int], cfg: BTTrainConfig, ctx: _Dist, term: TerminationFlag
 ) -> list[float] | None:
     """Backward over this process's share of one global batch, in micro-batches; None if SIGTERM came first.
 
@@ -350,7 +304,7 @@ def _accumulate_gradients(
     micro = [mine[i : i + cfg.micro_batch] for i in range(0, len(mine), cfg.micro_batch)]
     totals = [0.0, 0.0, 0.0]  # BT loss sum, reconstruction loss sum, correct pairs
     for j, indices in enumerate(micro):
-        if _all_sum([float(term.raised)], ctx)[0] > 0:
+        if _all_sum([float(term.requested)], ctx)[0] > 0:
             return None
         sync = j == len(micro) - 1 or ctx.world == 1
         with nullcontext() if sync else scorer.no_sync(), _autocast(ctx.device):
@@ -413,7 +367,7 @@ def train_reward_model(
         ctx.world,
     )
 
-    with _TermFlag() as term:
+    with TerminationFlag() as term:
         while step < total_steps:
             batch = global_batch_indices(len(train), cfg, step, ctx.world)
             totals = _accumulate_gradients(scorer, train, batch, cfg, ctx, term)
@@ -424,7 +378,7 @@ def train_reward_model(
                     log.warning("SIGTERM: checkpointed at step %d; run again to resume", step)
                 if ctx.world > 1:
                     dist.barrier()  # no process may exit (and make torchrun kill the rest) before the save
-                raise TrainingInterrupted(step)
+                raise Preempted(step)
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm
@@ -451,7 +405,7 @@ def train_reward_model(
                 )
             rows.append(row)
             if ctx.main:
-                _write_log(rows, log_path)
+                write_csv_atomic(rows, log_path, LOG_COLUMNS)
                 log.info(
                     "step %d/%d loss %.4f train acc %.3f",
                     step,

@@ -6,11 +6,11 @@ every conversation, stored here, is all the backbone work a head needs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,13 +27,9 @@ from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.data.specs import load_dataset_spec
 from sarm.rm.pairs import pair_conversations
-from sarm.runtime import atomic_write
+from sarm.runtime import atomic_write, fingerprint, module_device, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 @torch.inference_mode()
@@ -49,7 +45,7 @@ def iter_final_token_states(
     bad = [layer for layer in layers if not 1 <= layer <= depth]
     if bad:
         raise ValueError(f"layers {bad} are outside 1..{depth} of this (truncated) decoder")
-    device = _device_of(decoder)
+    device = module_device(decoder)
     was_training = decoder.training
     decoder.eval()
     try:
@@ -73,16 +69,6 @@ def dataset_conversations(dataset: str, spec: dict) -> list[list[Message]]:
     raise ValueError(f"no conversations defined for dataset {dataset!r}")
 
 
-def _fingerprint(
-    conversations: Sequence[list[Message]], layers: Sequence[int], max_length: int, chunk: int
-) -> str:
-    digest = hashlib.sha1()
-    digest.update(json.dumps([list(layers), max_length, chunk]).encode())
-    for messages in conversations:
-        digest.update(json.dumps(messages, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
 def final_token_states(
     decoder: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -99,13 +85,12 @@ def final_token_states(
     """
     out_path = Path(out_path)
     parts = out_path.with_name(out_path.name + ".parts")
-    fingerprint = _fingerprint(conversations, layers, max_length, chunk_size)
+    inputs = fingerprint([list(layers), max_length, chunk_size], *conversations)
     manifest = parts / "manifest.json"
-    if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != fingerprint):
+    if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != inputs):
         log.warning("%s holds parts of a different input; starting over", parts)
         shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(fingerprint))
+    write_text_atomic(json.dumps(inputs), manifest)
 
     starts = range(0, len(conversations), chunk_size)
     chunk_files = [parts / f"chunk{start // chunk_size:06d}.safetensors" for start in starts]
@@ -131,7 +116,7 @@ def final_token_states(
                     collected[layer] = torch.empty((len(chunk), s.shape[1]), dtype=torch.float32)
                 collected[layer][batch] = s
             progress.update(len(batch))
-        _save_atomic({f"layer{layer}": t for layer, t in collected.items()}, chunk_file)
+        atomic_write(chunk_file, partial(save_file, {f"layer{layer}": t for layer, t in collected.items()}))
     progress.close()
 
     merged = {
@@ -140,7 +125,8 @@ def final_token_states(
         else torch.empty(0)
         for layer in layers
     }
-    _save_atomic(merged, out_path, {"layers": json.dumps(list(layers)), "count": str(len(conversations))})
+    metadata = {"layers": json.dumps(list(layers)), "count": str(len(conversations))}
+    atomic_write(out_path, partial(save_file, merged, metadata=metadata))
     shutil.rmtree(parts)
     return out_path
 
@@ -148,13 +134,6 @@ def final_token_states(
 def _read(path: Path, key: str) -> torch.Tensor:
     with safe_open(str(path), framework="pt") as f:
         return f.get_tensor(key)
-
-
-def _save_atomic(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
-) -> None:
-    contiguous = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
 
 
 def load_final_token_states(path: str | Path, layer: int) -> torch.Tensor:

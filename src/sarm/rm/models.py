@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from transformers.utils import cached_file
 
 from sarm.backbone import device_and_dtype, last_token_index, load_decoder
 from sarm.rm.head_edits import apply_head_edits, read_head_edits
+from sarm.runtime import atomic_write, write_json_atomic
 from sarm.sae.model import TopKSAE
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class SARM(RewardModel):
                 f"SAE expects d_model={sae.d_model}, backbone hidden size is {decoder.config.hidden_size}"
             )
         self.sae = sae.requires_grad_(False)
-        self.head = nn.Linear(sae.n_latents, 1, bias=False)
+        self.head = nn.Linear(sae.latents, 1, bias=False)
         self.head_input, self.head_init, self.encoder_origin = head_input, head_init, encoder_origin
         with torch.no_grad():
             if head_init == "zero":
@@ -211,9 +211,7 @@ class VanillaRM(RewardModel):
 def random_sae_like(sae: TopKSAE, seed: int) -> TopKSAE:
     """The random-init ablation: same shape and switches, random weights; the input scale is copied so the
     random encoder sees inputs normalised exactly as the pretrained one does."""
-    random = TopKSAE(
-        sae.d_model, sae.n_latents, sae.k, relu=sae.relu, standardize_input=sae.standardize_input, seed=seed
-    )
+    random = TopKSAE(sae.d_model, sae.cfg, seed=seed)
     random.input_scale.copy_(sae.input_scale)
     return random
 
@@ -307,9 +305,7 @@ def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
         model.sae.save(
             out_dir / SAE_DIR, info={"saved_by": "sarm.rm.models", "encoder_origin": model.encoder_origin}
         )
-    tmp = out_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out_dir / WEIGHTS_FILE)
+    atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
     config = {
         "format_version": FORMAT_VERSION,
         "kind": model.kind,
@@ -319,9 +315,7 @@ def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
         "trained": sorted(model.trained_parts),
         **model.extra_config(),
     }
-    tmp = out_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out_dir / CONFIG_FILE)
+    write_json_atomic(config, out_dir / CONFIG_FILE)
     return out_dir
 
 

@@ -5,7 +5,7 @@
     x^ = W_dec z + b_pre                               (paper eq. 2)
     L  = ||x' - x^||^2                                 (paper eq. 3; training loop in sarm.sae.train)
 
-`W_dec` is stored as (n_latents, d_model): row i is the paper's column i (the direction of latent i), so the
+`W_dec` is stored as (latents, d_model): row i is the paper's column i (the direction of latent i), so the
 sparse decode gathers k contiguous rows (12 ms vs 431 ms for strided columns at the demo's d=576, M=9216,
 k=27, batch 4096; benchmarks/README.md).
 """
@@ -13,6 +13,7 @@ k=27, batch 4096; benchmarks/README.md).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,11 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sarm.runtime import atomic_write
+from sarm.runtime import atomic_write, write_json_atomic
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the width is saved as `latents` (1: `n_latents`)
 STANDARDIZE_EPS = 1e-6  # upstream schrieffer-z/sae: (x - mean) / (std + 1e-6)
 
 
@@ -66,54 +67,71 @@ class _SparseTopKLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
-def _sparse_transpose_matmul(indices: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, n_latents: int):
+def _sparse_transpose_matmul(indices: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, latents: int):
     """G^T x for the (N, M) matrix G that holds `grad` at `indices` (duplicates add up)."""
     n, width = indices.shape
     if x.device.type != "cpu":  # cuSPARSE dtype support varies; a dense matmul is fast on accelerators anyway
-        dense = grad.new_zeros(n, n_latents).scatter_add_(1, indices, grad)
+        dense = grad.new_zeros(n, latents).scatter_add_(1, indices, grad)
         return dense.T @ x
     rows = torch.arange(n, device=x.device).repeat_interleave(width)
     coo = torch.sparse_coo_tensor(
-        torch.stack([indices.flatten(), rows]), grad.flatten(), (n_latents, n), check_invariants=False
+        torch.stack([indices.flatten(), rows]), grad.flatten(), (latents, n), check_invariants=False
     )
     return torch.sparse.mm(coo, x)
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What defines a TopK SAE besides its input width; saved beside its weights in sae.json."""
+
+    latents: int
+    """M, the number of latents (the SAE width); the paper uses 16 d."""
+    k: int
+    """Latents kept per input by TopK; the paper uses 3/64 d."""
+    relu: bool = True
+    """ReLU after TopK (paper); False keeps negative selected values, as the authors' code does."""
+    standardize_input: bool = False
+    """Standardise each input over d_model (the authors' code) instead of one fitted global scale."""
+
+    def __post_init__(self):
+        for name in ("latents", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TopKSAE: `{name}` must be a positive integer, got {value!r}")
+        if self.k > self.latents:
+            raise ValueError(f"TopKSAE: `k` ({self.k}) must not exceed `latents` ({self.latents})")
 
 
 class TopKSAE(nn.Module):
     """TopK SAE: `encode` gives the sparse code z, `decode` the reconstruction in normalised space."""
 
-    def __init__(
-        self,
-        d_model: int,
-        n_latents: int,
-        k: int,
-        *,
-        relu: bool = True,
-        standardize_input: bool = False,
-        seed: int | None = None,
-    ):
+    def __init__(self, d_model: int, cfg: SAEConfig, *, seed: int | None = None):
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_latents", n_latents), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TopKSAE: `{name}` must be a positive integer, got {value!r}")
-        if k > n_latents:
-            raise ValueError(f"TopKSAE: `k` ({k}) must not exceed `n_latents` ({n_latents})")
-        self.d_model, self.n_latents, self.k = d_model, n_latents, k
-        self.relu, self.standardize_input = relu, standardize_input
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"TopKSAE: `d_model` must be a positive integer, got {d_model!r}")
+        self.d_model, self.cfg = d_model, cfg
         # A run-time choice, not saved: torch.bfloat16 runs the encoder GEMM (most of the cost) on bf16 units
         # (AMX on recent Xeons, tensor cores on GPUs); benchmarks/README.md measures the gain and the FVU.
         self.gemm_dtype: torch.dtype | None = None
         self.b_pre = nn.Parameter(torch.zeros(d_model))
-        self.encoder = nn.Linear(d_model, n_latents)
-        self.W_dec = nn.Parameter(torch.empty(n_latents, d_model))
+        self.encoder = nn.Linear(d_model, cfg.latents)
+        self.W_dec = nn.Parameter(torch.empty(cfg.latents, d_model))
         self.register_buffer("input_scale", torch.ones(()))
         self.reset_parameters(seed)
+
+    @property
+    def latents(self) -> int:
+        return self.cfg.latents
+
+    @property
+    def k(self) -> int:
+        return self.cfg.k
 
     @torch.no_grad()
     def reset_parameters(self, seed: int | None = None) -> None:
         """Random unit-norm decoder directions, encoder initialised to the decoder's transpose (Gao et al.)."""
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        directions = torch.randn(self.n_latents, self.d_model, generator=generator)
+        directions = torch.randn(self.latents, self.d_model, generator=generator)
         self.W_dec.copy_(directions / directions.norm(dim=1, keepdim=True))
         self.encoder.weight.copy_(self.W_dec)
         self.encoder.bias.zero_()
@@ -122,7 +140,7 @@ class TopKSAE(nn.Module):
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Per-token standardisation (upstream) or the fitted global scale (paper), then `input_scale`."""
         x = x.to(self.b_pre.dtype)
-        if self.standardize_input:
+        if self.cfg.standardize_input:
             x = (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + STANDARDIZE_EPS)
         return x * self.input_scale
 
@@ -157,7 +175,7 @@ class TopKSAE(nn.Module):
         outputs = _SparseTopKLinear.apply(
             flat, self.encoder.weight, self.encoder.bias, self.k, aux_mask, k_aux, self.gemm_dtype
         )
-        if self.relu:
+        if self.cfg.relu:
             outputs = (outputs[0].relu(), outputs[1], outputs[2].relu(), outputs[3])
         lead = centered.shape[:-1]
         return tuple(t.reshape(*lead, t.shape[-1]) for t in outputs)
@@ -165,7 +183,7 @@ class TopKSAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense code z (…, M) of raw x with only the TopK entries non-zero."""
         values, indices = self.encode_topk(x)
-        return values.new_zeros(*values.shape[:-1], self.n_latents).scatter(-1, indices, values)
+        return values.new_zeros(*values.shape[:-1], self.latents).scatter(-1, indices, values)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """x^ = W_dec z + b_pre from a dense code (normalised space)."""
@@ -188,7 +206,7 @@ class TopKSAE(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x^, z) for raw x; x^ is in normalised space, compare it with `normalize_input(x)`."""
         values, indices = self.encode_topk(x)
-        z = values.new_zeros(*values.shape[:-1], self.n_latents).scatter(-1, indices, values)
+        z = values.new_zeros(*values.shape[:-1], self.latents).scatter(-1, indices, values)
         return self.decode_topk(values, indices), z
 
     @torch.no_grad()
@@ -208,11 +226,8 @@ class TopKSAE(nn.Module):
         return {
             "format_version": FORMAT_VERSION,
             "d_model": self.d_model,
-            "n_latents": self.n_latents,
-            "k": self.k,
-            "relu": self.relu,
-            "standardize_input": self.standardize_input,
-            "decoder_layout": "W_dec is (n_latents, d_model): row i is the decoder direction of latent i",
+            **asdict(self.cfg),
+            "decoder_layout": "W_dec is (latents, d_model): row i is the decoder direction of latent i",
         }
 
     def save(self, directory: str | Path, info: dict | None = None) -> Path:
@@ -220,9 +235,8 @@ class TopKSAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
-        _atomic(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
-        text = json.dumps({**self.config(), "info": info or {}}, indent=2, sort_keys=True) + "\n"
-        _atomic(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
+        write_json_atomic({**self.config(), "info": info or {}}, directory / CONFIG_FILE)
         return directory
 
     @classmethod
@@ -236,28 +250,21 @@ class TopKSAE(nn.Module):
                     f"{path} is missing: is {directory} a folder written by TopKSAE.save?"
                 )
         config = json.loads(config_path.read_text())
-        missing = [
-            key for key in ("d_model", "n_latents", "k", "relu", "standardize_input") if key not in config
-        ]
-        if missing:
-            raise ValueError(f"{config_path}: missing key(s) {', '.join(missing)}")
-        if config.get("format_version") != FORMAT_VERSION:
+        if config.get("format_version") == 1:
+            config["latents"] = config.pop("n_latents", None)
+        elif config.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{config_path}: format_version {config.get('format_version')!r}, expected {FORMAT_VERSION}"
             )
-        sae = cls(
-            config["d_model"],
-            config["n_latents"],
-            config["k"],
-            relu=config["relu"],
-            standardize_input=config["standardize_input"],
-        )
+        missing = [
+            key for key in ("d_model", "latents", "k", "relu", "standardize_input") if key not in config
+        ]
+        if missing:
+            raise ValueError(f"{config_path}: missing key(s) {', '.join(missing)}")
+        fields = ("latents", "k", "relu", "standardize_input")
+        sae = cls(config["d_model"], SAEConfig(**{name: config[name] for name in fields}))
         try:
             sae.load_state_dict(load_file(weights_path))
         except RuntimeError as err:
             raise ValueError(f"{weights_path} does not match {config_path}: {err}") from err
         return sae.to(device)
-
-
-def _atomic(path: Path, write) -> None:
-    atomic_write(path, lambda tmp: write(str(tmp)))

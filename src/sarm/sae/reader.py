@@ -6,7 +6,6 @@ out_dir/layer{L}/shard{i:05d}.safetensors with tensor "activations" (rows, d_mod
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+
+from sarm.runtime import check_resumable, fingerprint
 
 MANIFEST_FILE, TENSOR_NAME = "manifest.json", "activations"
 
@@ -80,17 +81,23 @@ class ActivationReader:
         return math.ceil(self.rows / self.batch_size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "fingerprint": self._fingerprint()}
+        return {"epoch": self.epoch, "position": self.position, "settings": self._settings()}
 
-    def load_state_dict(self, state: dict) -> None:
-        if state["fingerprint"] != self._fingerprint():
-            raise ValueError("reader state comes from other shards, seed, batch size or shuffle buffer")
+    def load_state_dict(self, state: dict, where: str | Path = "the reader state") -> None:
+        """Continue at the saved position; refuses a state of other shards or stream settings."""
+        check_resumable(state.get("settings", {}), self._settings(), where)
         self.epoch, self.position = state["epoch"], state["position"]
 
-    def _fingerprint(self) -> str:
-        shards = [(str(path), rows) for path, rows in self.shards]
-        key = [shards, self.layer, self.batch_size, self.shuffle_buffer, self.seed, self.shuffle]
-        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+    def _settings(self) -> dict:
+        """What the order of the row stream depends on."""
+        return {
+            "shards": fingerprint([(str(path), rows) for path, rows in self.shards]),
+            "layer": self.layer,
+            "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        }
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for batch in self._stream(self.epoch, self.position):

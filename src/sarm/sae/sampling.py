@@ -12,9 +12,9 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states
 from sarm.batching import pad_right, token_budget_batches
-from sarm.runtime import write_json_atomic
+from sarm.runtime import atomic_write, check_resumable, module_device, write_json_atomic
 from sarm.sae.reader import MANIFEST_FILE, TENSOR_NAME
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def sample_activations(
     )
     if (out_dir / MANIFEST_FILE).is_file():
         manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
-        _check_settings(manifest["settings"], settings, out_dir / MANIFEST_FILE)
+        check_resumable(manifest["settings"], settings, out_dir)
         log.info("%s is complete (%d rows), nothing to do", out_dir, manifest["rows"])
         return manifest
     progress = _load_progress(out_dir, settings)
@@ -103,7 +103,7 @@ def sample_activations(
             len(progress["shards"]),
         )
 
-    device = torch.device(device) if device is not None else next(decoder.parameters()).device
+    device = torch.device(device) if device is not None else module_device(decoder)
     model_dtype = next(decoder.parameters()).dtype
     autocast = (
         torch.autocast(device.type, dtype=compute_dtype)
@@ -214,7 +214,7 @@ def _write_manifest(out_dir: Path, progress: dict) -> dict:
         "shards": progress["shards"],
     }
     manifest["rows_per_layer"] = {str(layer): manifest["rows"] for layer in settings["layers"]}
-    _write_json(out_dir / MANIFEST_FILE, manifest)
+    write_json_atomic(manifest, out_dir / MANIFEST_FILE)
     return manifest
 
 
@@ -237,20 +237,12 @@ def _check_arguments(layers, level, depth, shard_rows, batch_tokens, chunk_sente
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
 
 
-def _check_settings(found: dict, wanted: dict, path: Path) -> None:
-    if found != wanted:
-        diff = {key: (found.get(key), wanted.get(key)) for key in wanted if found.get(key) != wanted.get(key)}
-        raise ValueError(
-            f"{path} was written with other settings {diff} (found, requested): delete {path.parent}"
-        )
-
-
 def _load_progress(out_dir: Path, settings: dict) -> dict:
     path = out_dir / PROGRESS_FILE
     if not path.is_file():
         return {"settings": settings, "shards": [], "sentences": 0, "tokens": 0}
     progress = json.loads(path.read_text())
-    _check_settings(progress["settings"], settings, path)
+    check_resumable(progress["settings"], settings, out_dir)
     return progress
 
 
@@ -325,17 +317,10 @@ def _write_shard(out_dir: Path, progress: dict, buffers: dict[int, list[torch.Te
         rows = torch.cat(parts)
         parts.clear()
         path = shard_path(out_dir, layer, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({TENSOR_NAME: rows.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        atomic_write(path, partial(save_file, {TENSOR_NAME: rows.contiguous()}))
         files[str(layer)] = str(path.relative_to(out_dir))
     progress["shards"].append(
         {"index": index, "rows": rows.shape[0], "sentences": [start, end], "files": files}
     )
     progress["sentences"] = end
-    _write_json(out_dir / PROGRESS_FILE, progress)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_json_atomic(data, path)
+    write_json_atomic(progress, out_dir / PROGRESS_FILE)

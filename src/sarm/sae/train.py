@@ -12,15 +12,10 @@ Which switch reproduces which source:
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
 import json
 import logging
 import math
-import os
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +23,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sarm.sae.model import TopKSAE
+from sarm.runtime import (
+    Preempted,
+    TerminationFlag,
+    atomic_write,
+    check_resumable,
+    write_csv_atomic,
+    write_text_atomic,
+)
+from sarm.sae.model import SAEConfig, TopKSAE
 from sarm.sae.reader import ActivationReader
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -37,7 +40,7 @@ SCHEDULES = ("constant", "warmup_decay")
 B_PRE_INITS = ("zeros", "geometric_median", "mean")
 GEMM_DTYPES = ("float32", "bfloat16")
 CSV_COLUMNS = ("step", "samples", "lr", "loss", "fvu", "l0", "dead_fraction")
-SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+RESUMABLE_CHANGES = ("checkpoint_every", "eval_rows")  # config keys that do not change the trajectory
 
 
 @dataclass
@@ -46,9 +49,11 @@ class SAETrainConfig:
 
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = 64  # rows; the paper does not say, upstream uses 64 sentences
+    batch_size: int = 64
+    """Rows per step; the paper does not say, upstream uses 64 sentences."""
     epochs: int = 1
-    max_samples: int | None = None  # stop after this many rows instead of `epochs`
+    max_samples: int | None = None
+    """Stop after this many rows instead of `epochs`."""
     seed: int = 0
     shuffle_buffer: int = 262144
     normalize_decoder_every: int = 10
@@ -57,15 +62,23 @@ class SAETrainConfig:
     warmup_fraction: float = 0.05
     decay_fraction: float = 0.2
     auxk_alpha: float = 0.0
-    auxk_k: int | None = None  # latents in the AuxK reconstruction; default d_model // 2
-    dead_window: int = 1_000_000  # a latent is dead when it has not fired in this many rows
+    auxk_k: int | None = None
+    """Latents in the AuxK reconstruction; default d_model // 2."""
+    dead_window: int = 1_000_000
+    """A latent is dead when it has not fired in this many rows."""
     init_b_pre: str = "zeros"
-    init_rows: int = 16384  # rows used to fit the input scale and b_pre
+    init_rows: int = 16384
+    """Rows used to fit the input scale and b_pre."""
     remove_parallel_grad: bool = False
-    gemm_dtype: str = "float32"  # "bfloat16": encoder GEMM in bf16 (upstream trains all in bf16)
-    checkpoint_every: int = 1000  # steps
-    log_every: int = 10  # steps per row of loss.csv
+    gemm_dtype: str = "float32"
+    """With "bfloat16" the encoder GEMM runs in bf16 (upstream trains all in bf16)."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints."""
+    log_every: int = 10
+    """Steps per row of loss.csv."""
     eval_rows: int = 16384
+    sae: SAEConfig | None = None
+    """The SAE's own config when built from the workflow config; `train_sae` checks the SAE matches it."""
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -101,6 +114,14 @@ class SAETrainConfig:
             and self.warmup_fraction + self.decay_fraction <= 1
         ):
             raise ValueError("SAE training config: warmup_fraction + decay_fraction must be within [0, 1]")
+
+    @classmethod
+    def from_config(cls, section: dict, latents: int, k: int) -> SAETrainConfig:
+        """The workflow config's `sae` section, its size keys resolved to this run's `latents` and `k`."""
+        shape = {f.name for f in dataclasses.fields(SAEConfig)}
+        training = {key: value for key, value in section.items() if key not in shape}
+        switches = {key: value for key, value in section.items() if key in shape - {"latents", "k"}}
+        return cls.from_dict({**training, "sae": SAEConfig(latents=latents, k=k, **switches)})
 
     @classmethod
     def from_dict(cls, values: dict) -> SAETrainConfig:
@@ -194,10 +215,12 @@ def train_sae(
         raise ValueError(f"reader batch size {reader.batch_size} differs from the config's {cfg.batch_size}")
     if reader.d_model != sae.d_model:
         raise ValueError(f"activations have d_model {reader.d_model}, the SAE expects {sae.d_model}")
+    if cfg.sae is not None and cfg.sae != sae.cfg:
+        raise ValueError(f"the SAE to train has config {sae.cfg}, the training config says {cfg.sae}")
     # fused Adam: 13 ms vs 59 ms per CPU step (benchmarks/README.md)
     fused = sae.b_pre.device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas, fused=fused)
-    progress = _Progress(rows_since_fired=torch.zeros(sae.n_latents, dtype=torch.long))
+    progress = _Progress(rows_since_fired=torch.zeros(sae.latents, dtype=torch.long))
     checkpoint = out_dir / CHECKPOINT_FILE
     if checkpoint.is_file():
         _load_checkpoint(checkpoint, sae, optimizer, reader, progress, cfg)
@@ -208,7 +231,7 @@ def train_sae(
     log.info(
         "training SAE d=%d M=%d k=%d for %d steps of %d rows",
         sae.d_model,
-        sae.n_latents,
+        sae.latents,
         sae.k,
         steps,
         cfg.batch_size,
@@ -238,7 +261,7 @@ def _train_loop(
     k_aux = cfg.auxk_k or sae.d_model // 2
     bar = tqdm(total=steps, initial=progress.step, unit="step", desc="SAE", mininterval=10)
     started = time.perf_counter()
-    with _sigterm_flag() as terminated:
+    with TerminationFlag() as terminated:
         while progress.step < steps:
             for batch in reader:
                 _train_step(sae, optimizer, batch, cfg, progress, lr_factor(cfg, progress.step, steps), k_aux)
@@ -246,13 +269,13 @@ def _train_loop(
                 done = progress.step >= steps
                 if progress.step % cfg.log_every == 0 or done:
                     _log_interval(progress, cfg, log)
-                if progress.step % cfg.checkpoint_every == 0 or terminated.is_set():
+                if progress.step % cfg.checkpoint_every == 0 or terminated.requested:
                     progress.seconds += time.perf_counter() - started
                     started = time.perf_counter()
                     _save_checkpoint(checkpoint, sae, optimizer, reader, progress, cfg)
-                    if terminated.is_set():
+                    if terminated.requested:
                         log.warning("SIGTERM: checkpoint written at step %d, exiting", progress.step)
-                        raise SystemExit(SIGTERM_EXIT_CODE)
+                        raise Preempted(progress.step)
                 if done:
                     break
     bar.close()
@@ -300,7 +323,7 @@ def _train_step(sae, optimizer, batch, cfg, progress: _Progress, factor: float, 
     if cfg.normalize_decoder_every and progress.step % cfg.normalize_decoder_every == 0:
         sae.normalize_decoder_()
     with torch.no_grad():
-        fired = torch.zeros(sae.n_latents, dtype=torch.bool, device=indices.device)
+        fired = torch.zeros(sae.latents, dtype=torch.bool, device=indices.device)
         fired[indices[values > 0]] = True  # a scatter: 0.1 ms vs 3 ms for unique() (benchmarks/README.md)
         progress.rows_since_fired += x.shape[0]
         progress.rows_since_fired.masked_fill_(
@@ -345,7 +368,7 @@ def _final_metrics(sae, reader, eval_reader, cfg, progress: _Progress) -> dict:
         iter(eval_reader) if eval_reader is not None else reader.sample(cfg.eval_rows).split(cfg.batch_size)
     )
     rows, err, sum_x, sum_sq, l0 = 0, 0.0, 0.0, 0.0, 0.0
-    fired = torch.zeros(sae.n_latents, dtype=torch.bool)
+    fired = torch.zeros(sae.latents, dtype=torch.bool)
     for batch in batches:
         batch = batch.to(sae.b_pre.device)
         target = sae.normalize_input(batch)
@@ -380,74 +403,34 @@ def _config_dict(cfg: SAETrainConfig) -> dict:
     return values
 
 
-def _resume_key(cfg: SAETrainConfig) -> dict:
-    values = _config_dict(cfg)
-    for free in ("checkpoint_every", "eval_rows"):  # these do not change the trajectory
-        values.pop(free)
-    return values
-
-
 def _save_checkpoint(path: Path, sae, optimizer, reader, progress: _Progress, cfg) -> None:
     state = {
-        "config": _resume_key(cfg),
+        "config": _config_dict(cfg),
         "model": {name: tensor.cpu() for name, tensor in sae.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "reader": reader.state_dict(),
         "progress": asdict(progress),
         "torch_rng": torch.get_rng_state(),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    _write_loss_csv(path.parent / "loss.csv", progress.history)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    write_csv_atomic(progress.history, path.parent / "loss.csv", CSV_COLUMNS)
 
 
 def _load_checkpoint(path: Path, sae, optimizer, reader, progress: _Progress, cfg) -> None:
     state = torch.load(path, weights_only=False, map_location="cpu")
-    if state["config"] != _resume_key(cfg):
-        diff = {
-            k: (state["config"].get(k), v) for k, v in _resume_key(cfg).items() if state["config"].get(k) != v
-        }
-        raise ValueError(
-            f"{path} was written with another config {diff} (checkpoint, now): delete it to restart"
-        )
+    check_resumable(state["config"], _config_dict(cfg), path, may_change=RESUMABLE_CHANGES)
     sae.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    reader.load_state_dict(state["reader"])
+    reader.load_state_dict(state["reader"], where=path)
     for key, value in state["progress"].items():
         setattr(progress, key, value)
     torch.set_rng_state(state["torch_rng"])
 
 
-@contextlib.contextmanager
-def _sigterm_flag():
-    """An Event set by SIGTERM while training (only the main thread can install signal handlers)."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _write_outputs(out_dir: Path, progress: _Progress, metrics: dict) -> None:
-    tmp = out_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, out_dir / "metrics.json")
-    _write_loss_csv(out_dir / "loss.csv", progress.history)
+    write_text_atomic(json.dumps(metrics, indent=2) + "\n", out_dir / "metrics.json")
+    write_csv_atomic(progress.history, out_dir / "loss.csv", CSV_COLUMNS)
     _plot_losses(out_dir / "loss.png", progress.history)
-
-
-def _write_loss_csv(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def _plot_losses(path: Path, history: list[dict]) -> None:
@@ -469,6 +452,4 @@ def _plot_losses(path: Path, history: list[dict]) -> None:
         if key == "loss" and history and min(row["loss"] for row in history) > 0:
             axis.set_yscale("log")
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))

