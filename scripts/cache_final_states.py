@@ -3,21 +3,29 @@
 import torch
 
 from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
+from sarm.data.specs import skipped_rows_file
+from sarm.params import with_bookkeeping
 from sarm.rm.final_states import dataset_conversations, final_token_states
 from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
+reward_model = with_bookkeeping(snakemake.params.reward_model, snakemake.config, "reward_model")
 torch.set_num_threads(snakemake.threads)
 layers = list(snakemake.params.layers)
 device, dtype = device_and_dtype()
-conversations = dataset_conversations(snakemake.wildcards.dataset, snakemake.params.data)
+conversations = dataset_conversations(
+    snakemake.wildcards.dataset,
+    snakemake.params.data,
+    skipped_rows_file(snakemake.output.states, snakemake.wildcards.dataset),
+)
 log.info("%d conversations, layers %s", len(conversations), layers)
 final_token_states(
     load_decoder(snakemake.params.backbone, max(layers), dtype).to(device),
     load_tokenizer(snakemake.params.backbone),
     conversations,
     layers,
-    snakemake.params.reward_model["batch_tokens"],
+    reward_model["batch_tokens"],
     snakemake.output.states,
-    max_length=snakemake.params.reward_model["max_length"],
+    max_length=reward_model["max_length"],
+    date_string=reward_model["date_string"],
 )

@@ -7,20 +7,28 @@ import torch
 from sarm.backbone import load_tokenizer
 from sarm.data.specs import load_dataset_spec
 from sarm.eval.score import score_completions, score_completions_from_states, write_rewardbench2_results
+from sarm.params import with_bookkeeping
 from sarm.rm.models import load_reward_model
 from sarm.runtime import log_to_file
 
 log = log_to_file(snakemake.log[0])
+reward_model = with_bookkeeping(snakemake.params.reward_model, snakemake.config, "reward_model")
 torch.set_num_threads(snakemake.threads)
 prompts = load_dataset_spec("rewardbench2", snakemake.params.data)
 model_dir = Path(snakemake.input.model).parent
 states = snakemake.input.get("states")
-settings = snakemake.params.reward_model
 if states:
     model = load_reward_model(model_dir, with_backbone=False)
     table = score_completions_from_states(model, prompts, states)
 else:
     model = load_reward_model(model_dir)
     tokenizer = load_tokenizer(snakemake.params.backbone)
-    table = score_completions(model, tokenizer, prompts, settings["batch_tokens"], settings["max_length"])
+    table = score_completions(
+        model,
+        tokenizer,
+        prompts,
+        reward_model["batch_tokens"],
+        reward_model["max_length"],
+        reward_model["date_string"],
+    )
 write_rewardbench2_results(table, snakemake.output.scores, snakemake.output.rewards)

@@ -10,13 +10,14 @@ import torch
 
 from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
 from sarm.data.corpus import read_sentence_part
+from sarm.params import with_bookkeeping
 from sarm.runtime import log_to_file, publish
 from sarm.sae.sampling import sample_activations
 
 log = log_to_file(snakemake.log[0])
+sampling = with_bookkeeping(snakemake.params.sampling, snakemake.config, "sampling")
 torch.set_num_threads(snakemake.threads)
 layers = list(snakemake.params.layers)
-sampling = snakemake.params.sampling
 device, compute_dtype = device_and_dtype()
 output = Path(snakemake.output.activations)
 partial = output.with_name(output.name + ".partial")

@@ -4,14 +4,23 @@
 #
 #   bash scripts/setup_env.sh
 #
-# PYTHON picks the interpreter (default python3, 3.10 or newer). TORCH_INDEX_URL, if set, is the
-# index for torch alone: https://download.pytorch.org/whl/cpu gets the small CPU build on a machine
-# without GPUs, where PyPI's default Linux wheel brings several GB of CUDA libraries.
+# PYTHON picks the interpreter (default python3, 3.11 or newer: the numpy and pandas pins need it).
+# TORCH_INDEX_URL, if set, is the index for torch alone:
+#   CPU-only machine:  TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup_env.sh
+#                      (the small CPU build; PyPI's default Linux wheel brings several GB of CUDA libraries)
+#   GPU node:          leave it unset (PyPI's Linux wheel of torch==2.13.0 is the CUDA build), or name the
+#                      CUDA wheel index of your driver, e.g. https://download.pytorch.org/whl/cu128
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  found=$("$PYTHON" -c 'import platform; print("Python", platform.python_version())' 2>/dev/null || echo "not runnable")
+  echo "setup_env.sh: $PYTHON is $found, but the pinned numpy and pandas need Python 3.11 or newer; run again with PYTHON=python3.11 (or newer)." >&2
+  exit 1
+fi
 
 if [[ ! -x $VENV/bin/python ]]; then
   echo "setup_env.sh: creating $VENV with $("$PYTHON" --version)"

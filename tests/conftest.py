@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,3 +21,28 @@ def tiny_backbone(tmp_path_factory) -> Path:
 
 def snakemake_command(*args: str) -> list[str]:
     return [str(VENV_BIN / "snakemake"), *args]
+
+
+@pytest.fixture(scope="session")
+def paper_dag() -> str:
+    """The dry run of the paper's DAG (config/config.yaml, ~400 jobs) through the SLURM profile, as printed.
+
+    Building it takes half a minute, so the test session builds it once; the tests that read it check
+    the experiments, the job counts and the paths, and that the SLURM profile accepts the workflow.
+    """
+    result = subprocess.run(
+        snakemake_command("-n", "--profile", "slurm", "all"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        # a dry run never calls the explainer endpoint, but the DAG checks that a key is set
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "OPENAI_API_KEY": "unused-dry-run",
+        },
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-4000:]
+    return result.stdout + result.stderr

@@ -104,3 +104,72 @@ def test_sarm_entry_point_runs(model_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("reward ")
+
+
+# sarm score ------------------------------------------------------------------------------------------
+
+
+def test_score_preference_file_gives_accuracy_with_a_bootstrap_interval_and_per_pair_rewards(
+    model_dir, capsys, tmp_path
+):
+    from tests.fixtures import hub_schemas
+
+    data = hub_schemas.write_skywork(tmp_path / "skywork", n=30)
+    out = tmp_path / "rewards.csv"
+    code, stdout, stderr = run(capsys, "score", model_dir, data, "--out", out, "--json", "--bootstrap", 200)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    table = pd.read_csv(out)
+    assert summary["format"] == "preferences" and summary["pairs"] == len(table) == 30
+    assert list(table.columns[:2]) == ["pair", "prompt"]
+    assert summary["accuracy"] == pytest.approx((table.reward_chosen > table.reward_rejected).mean())
+    assert summary["ci_low"] <= summary["accuracy"] <= summary["ci_high"] and summary["ci_level"] == 0.95
+    assert "scoring" in stderr  # the progress bar
+
+
+def test_score_hh_rlhf_file_needs_bad_rows_skip_for_its_bad_rows(model_dir, capsys, tmp_path):
+    from tests.fixtures import hub_schemas
+
+    data = hub_schemas.write_hh_rlhf(tmp_path / "hh", n=100, empty_turn=(3,), mismatched=())
+    out = tmp_path / "hh.jsonl"
+    code, stdout, stderr = run(capsys, "score", model_dir, data, "--out", out)  # split test, if there is one
+    assert code == 0 and "over 20 pairs" in stdout
+    code, _, stderr = run(capsys, "score", model_dir, data, "--split", "train", "--out", out)
+    assert code == 2 and "row 3 of" in stderr and "--bad-rows skip" in stderr
+    skip = ("--split", "train", "--bad-rows", "skip")
+    code, stdout, stderr = run(capsys, "score", model_dir, data, "--out", out, *skip)
+    assert code == 0, stderr
+    assert "pairwise accuracy" in stdout and "over 99 pairs" in stdout
+    assert len(out.read_text().splitlines()) == 99
+    assert json.loads((tmp_path / "hh.skipped_rows.jsonl").read_text())["row"] == 3
+
+
+def test_score_rewardbench2_file_gives_subsets_and_overall(model_dir, capsys, tmp_path):
+    from tests.conftest import REPO
+
+    out = tmp_path / "rb2.parquet"
+    data = REPO / "resources" / "demo" / "rewardbench2.jsonl"
+    code, stdout, stderr = run(
+        capsys, "score", model_dir, data, "--out", out, "--summary", tmp_path / "s.json"
+    )
+    assert code == 0, stderr
+    for subset in ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties", "Overall"):
+        assert subset in stdout
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["id", "subset", "completion_index", "is_correct", "reward"]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["format"] == "rewardbench2" and set(summary["subsets"]) == {
+        "Factuality",
+        "Precise IF",
+        "Math",
+        "Safety",
+        "Focus",
+        "Ties",
+    }
+
+
+def test_score_names_a_missing_file_and_a_bad_output_suffix(model_dir, capsys, tmp_path):
+    code, _, stderr = run(capsys, "score", model_dir, tmp_path / "nope.jsonl")
+    assert code == 2 and "nope.jsonl: no such file or folder" in stderr
+    code, _, stderr = run(capsys, "score", model_dir, tmp_path / "x.jsonl", "--out", tmp_path / "r.txt")
+    assert code == 2 and "--out" in stderr

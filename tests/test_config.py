@@ -11,6 +11,7 @@ from sarm.config import (
     sweep_runs,
     validate_config,
 )
+from sarm.data.sources import BadRows
 
 from .conftest import REPO
 
@@ -103,3 +104,70 @@ def test_bad_config_names_the_key(mutate, message):
         validate_config(config, SCHEMA)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+# Local paths are checked when the config is validated --------------------------------------------------
+
+
+def test_a_missing_local_data_path_is_one_sentence_naming_key_and_path(tmp_path):
+    config = demo_config()
+    config["data"]["preferences"]["source"] = "resources/demo/preference_trian.jsonl"
+    with pytest.raises(ConfigError) as caught:
+        validate_config(config, SCHEMA, base_dir=REPO)
+    message = str(caught.value)
+    assert message.startswith(
+        "config key `data.preferences.source` names 'resources/demo/preference_trian.jsonl'"
+    )
+    assert "does not exist" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["./mine", "/no/such/dir", "~/no-such-file.jsonl", "data.jsonl.gz", "a/b/c", "x.parquet"],
+)
+def test_path_looking_sources_must_exist(source):
+    config = demo_config()
+    config["data"]["rmbench"]["source"] = source
+    with pytest.raises(ConfigError, match=r"`data.rmbench.source` names .* which does not exist"):
+        validate_config(config, SCHEMA, base_dir=REPO)
+
+
+def test_hub_ids_and_existing_paths_pass(tmp_path):
+    config = demo_config()
+    config["data"]["rmbench"]["source"] = "THU-KEG/RM-Bench"  # a hub id: not checked here
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    validate_config(config, SCHEMA, base_dir=tmp_path)
+    config = demo_config()
+    config["data"]["rmbench"]["source"] = ["resources/demo/rmbench.jsonl", "resources/demo/nope.json"]
+    with pytest.raises(ConfigError, match="'resources/demo/nope.json', which does not exist"):
+        validate_config(config, SCHEMA, base_dir=REPO)
+
+
+def test_a_missing_local_backbone_folder_is_named():
+    config = demo_config()
+    config["backbones"]["smollm2-135m"]["source"] = "./models/smollm2"
+    with pytest.raises(
+        ConfigError, match=r"`backbones.smollm2-135m.source` names the folder './models/smollm2'"
+    ):
+        validate_config(config, SCHEMA, base_dir=REPO)
+
+
+def test_bad_rows_policy_and_switches_have_defaults_and_accept_command_line_strings():
+    config = demo_config()
+    config["data"]["preferences"]["bad_rows"] = "skip"
+    config["interpret"]["explainer"] = {"kind": "openai", "check_endpoint": "true"}  # --config gives strings
+    config = validate_config(config, SCHEMA, base_dir=REPO)
+    assert config["data"]["preferences"]["bad_rows"] == "skip"
+    assert config["interpret"]["explainer"]["check_endpoint"] is True
+    # Not filled in: the loader and the check apply the defaults, so the params of jobs already run stay.
+    assert (
+        "bad_rows" not in config["data"]["rewardbench2"]
+        and "check_key" not in config["interpret"]["explainer"]
+    )
+    assert BadRows.from_spec("rewardbench2", config["data"]["rewardbench2"]) == BadRows(
+        "error", 0.01, switch="`data.rewardbench2.bad_rows: skip`"
+    )
+    bad = demo_config()
+    bad["data"]["preferences"]["bad_rows"] = "ignore"
+    with pytest.raises(ConfigError, match="`data.preferences.bad_rows` has an invalid value 'ignore'"):
+        validate_config(bad, SCHEMA, base_dir=REPO)

@@ -20,6 +20,7 @@ from sarm.paths import (
     SWEEP_PLOT,
     TABLE,
     VANILLA_DIR,
+    activations_at,
     benchmark_path,
     converted_backbone,
     fill,
@@ -76,7 +77,11 @@ def test_stage_paths():
     assert SAE_NAME.format(**sae) == "llama-3.1-8b/layer16/token/sae_m65536_k192"
     assert SENTENCES.format(backbone="b", part=3) == "results/b/sentences/part3.parquet"
     assert (
-        ACTIVATIONS.format(backbone="b", level="sequence", part=3) == "results/b/activations/sequence/part3"
+        ACTIVATIONS.format(backbone="b", level="sequence", layer=7, part=3)
+        == "results/b/activations/sequence/layer7/part3"
+    )
+    assert activations_at("/scratch/me/").format(backbone="b", level="token", layer=7, part=3) == (
+        "/scratch/me/b/activations/token/layer7/part3"
     )
     assert (
         FINAL_STATES.format(backbone="b", dataset="rewardbench2")

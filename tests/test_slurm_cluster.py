@@ -28,6 +28,18 @@ rule train_sarm:
 """
 
 
+# The sampling rule's parts as the profile submits them: one SLURM array job (slurm-array-jobs).
+ARRAY_SNAKEFILE = """
+rule all:
+    input: expand("part{part}.txt", part=range(3))
+
+rule sample_activations:
+    output: "part{part}.txt"
+    log: "logs/part{part}.log"
+    shell: "echo SLURM_ARRAY_JOB_ID=$SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID=$SLURM_ARRAY_TASK_ID > {log}; echo {wildcards.part} > {output}"
+"""
+
+
 def profile(path) -> dict:
     return yaml.safe_load((path / "config.yaml").read_text())
 
@@ -101,3 +113,18 @@ def test_each_rule_runs_as_its_own_slurm_job_with_the_profile_resources(tmp_path
         threads, mem_mb = overlay["set-threads"][rule], overlay["set-resources"][rule]["mem_mb"]
         assert tres.startswith(f"cpu={threads},mem={mem_mb}M,"), f"{rule}: SLURM allocated {tres}"
         assert "gpu" not in tres, f"{rule}: SLURM allocated {tres}"
+
+
+@needs_slurm
+def test_sampling_parts_run_as_one_slurm_array_job(tmp_path):
+    (tmp_path / "Snakefile").write_text(ARRAY_SNAKEFILE)
+    run = run_on_slurm(tmp_path, "--snakefile", str(tmp_path / "Snakefile"), "all", timeout=300)
+    assert run.returncode == 0, run.summary()
+    assert "Submitted array job" in run.text, run.summary()
+    assert len(run.job_ids) == 1, run.summary()  # three parts, one sbatch
+    array_ids = set()
+    for part in range(3):
+        assert (tmp_path / f"part{part}.txt").read_text().strip() == str(part)
+        log = (tmp_path / "logs" / f"part{part}.log").read_text()
+        array_ids.add(re.search(r"SLURM_ARRAY_JOB_ID=(\d+)", log).group(1))
+    assert array_ids == {str(run.job_ids[0])}

@@ -32,6 +32,7 @@ def tiny_config(backbone: Path) -> dict:
             "epochs": 2,
             "shuffle_buffer": 256,
             "checkpoint_every": 5,
+            "heldout_rows": 32,
         },
         "reward_model": {
             "train_backbone": False,

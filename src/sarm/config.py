@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,9 +61,34 @@ def _explain(error: jsonschema.ValidationError) -> str:
     return f"config key `{key}` has an invalid value {error.instance!r}: {error.message}"
 
 
-def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
-    """Check the config against the schema (filling defaults in place) and for cross-references."""
+_BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _coerce_booleans(instance: Any, schema: dict, root: dict) -> None:
+    """`--config "interpret={'explainer': {'check_endpoint': true}}"` passes the string 'true': make it a bool."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(instance, dict):
+        return
+    for name, value in instance.items():
+        sub = schema.get("properties", {}).get(name)
+        if sub is None and isinstance(schema.get("additionalProperties"), dict):
+            sub = schema["additionalProperties"]
+        if sub is None:
+            continue
+        if sub.get("type") == "boolean" and isinstance(value, str) and value.lower() in _BOOLEAN_WORDS:
+            instance[name] = _BOOLEAN_WORDS[value.lower()]
+        else:
+            _coerce_booleans(value, sub, root)
+
+
+def validate_config(
+    config: dict[str, Any], schema_path: str | Path, base_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Check the config against the schema (filling defaults in place), for cross-references, and that
+    every local file or folder it names exists (relative paths are read from `base_dir`, default: cwd)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    _coerce_booleans(config, schema, schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(
         validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path))
@@ -66,7 +96,117 @@ def validate_config(config: dict[str, Any], schema_path: str | Path) -> dict[str
     if errors:
         raise ConfigError(_explain(jsonschema.exceptions.best_match(errors, key=lambda e: -len(e.path))))
     _check_references(config)
+    check_local_sources(config, base_dir)
     return config
+
+
+# A data source is a local path, not a hub id (`org/name`), when it says so: a leading `.`, `/` or `~`, a data
+# file suffix, or more than one `/`.
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+
+def looks_like_local_path(source: str) -> bool:
+    """True when `source` can only be meant as a local file or folder (so a missing one is a typo)."""
+    name = source.lower()
+    for compression in COMPRESSION_SUFFIXES:
+        name = name.removesuffix(compression)
+    return source.startswith((".", "/", "~")) or name.endswith(DATA_SUFFIXES) or source.count("/") > 1
+
+
+def check_local_sources(config: dict[str, Any], base_dir: str | Path | None = None) -> None:
+    """ConfigError naming the key and the path when a local data file/folder or backbone folder is missing."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+
+    def exists(path: str) -> bool:
+        expanded = Path(os.path.expanduser(path))
+        return (expanded if expanded.is_absolute() else base / expanded).exists()
+
+    for name, spec in config.get("data", {}).items():
+        sources = spec["source"] if isinstance(spec.get("source"), list) else [spec.get("source")]
+        for source in sources:
+            is_list = isinstance(spec["source"], list)
+            if isinstance(source, str) and (is_list or looks_like_local_path(source)) and not exists(source):
+                raise ConfigError(
+                    f"config key `data.{name}.source` names {source!r}, which does not exist "
+                    f"(relative paths are read from {base}): fix the path, or give a Hugging Face hub id"
+                )
+    for name, backbone in config.get("backbones", {}).items():
+        source = backbone["source"]
+        if source.startswith((".", "/", "~")) and not exists(source):
+            raise ConfigError(
+                f"config key `backbones.{name}.source` names the folder {source!r}, which does not exist "
+                f"(relative paths are read from {base})"
+            )
+
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def check_explainer(
+    explainer: Mapping[str, Any], environ: Mapping[str, str] | None = None, timeout: float = 20.0
+) -> None:
+    """Before the DAG runs: an `openai` explainer needs its key in the environment, and with
+    `check_endpoint: true` one tiny request must get an OpenAI chat completion back. The key is read from
+    the environment here and never written anywhere; errors name the variable, not its value."""
+    if explainer.get("kind", "openai") != "openai":
+        return
+    environ = os.environ if environ is None else environ
+    variable = explainer.get("api_key_env", "OPENAI_API_KEY")
+    key = environ.get(variable)
+    if not key:
+        raise ConfigError(
+            f"config key `interpret.explainer.kind` is openai but the environment variable {variable} is "
+            "empty or not set: export your API key in it, or set `interpret.explainer.kind: local` "
+            "(or `interpret.explainer.check_key: false` if every answer is already cached)"
+        )
+    if explainer.get("check_endpoint"):
+        check_endpoint(explainer, key, timeout)
+
+
+def check_endpoint(explainer: Mapping[str, Any], key: str, timeout: float = 20.0) -> None:
+    """One chat request of one token; ConfigError saying what is wrong with the endpoint if it fails."""
+    base_url = (explainer.get("base_url") or OPENAI_DEFAULT_BASE_URL).rstrip("/")
+    url = f"{base_url}/chat/completions"
+    body = {
+        "model": explainer.get("model", "gpt-4o"),
+        "messages": [{"role": "user", "content": "Reply with OK."}],
+        "max_tokens": 1,
+        "temperature": 0,
+    }
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    where = f"the explainer endpoint {url} (interpret.explainer.base_url)"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, payload = response.status, response.read(65536)
+    except urllib.error.HTTPError as err:
+        detail = err.read(300).decode("utf-8", "replace")
+        hint = {
+            401: f"the key in {explainer.get('api_key_env', 'OPENAI_API_KEY')} was refused",
+            403: f"the key in {explainer.get('api_key_env', 'OPENAI_API_KEY')} may not use this model",
+            404: "no such route or model: base_url should be the OpenAI-compatible root (often ending in /v1)",
+        }.get(err.code, "the server refused the test request")
+        raise ConfigError(f"{where} answered HTTP {err.code} ({hint}): {detail[:200]!r}") from err
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"cannot reach {where}: {reason}; check the address and the network") from err
+    try:
+        answer = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{where} answered HTTP {status} with a body that is not JSON (first bytes: {payload[:120]!r}): "
+            "is base_url an OpenAI-compatible API root, not a web page or proxy?"
+        ) from err
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise ConfigError(
+            f"{where} answered HTTP {status} with JSON that is not a chat completion (no `choices`; first "
+            f"bytes: {payload[:120]!r}): is it an OpenAI-compatible endpoint?"
+        )
 
 
 def resolve_size(value: int | str, hidden_size: int, key: str) -> int:
@@ -100,7 +240,8 @@ class RewardModelRun:
 
     backbone: str
     layer: int
-    encoder: str = "sequence"  # sequence | token (pretrained SAE of that level) | random | vanilla
+    # sequence | token | sequence_punct (pretrained SAE of that level) | random | random_topk | vanilla
+    encoder: str = "sequence"
     latents: int = 0
     k: int = 0
 
@@ -120,7 +261,7 @@ class RewardModelRun:
 
     @property
     def sae_level(self) -> str | None:
-        return self.encoder if self.encoder in ("sequence", "token") else None
+        return self.encoder if self.encoder in ("sequence", "token", "sequence_punct") else None
 
 
 def experiment_run(config: dict[str, Any], name: str, **overrides) -> RewardModelRun:
@@ -138,7 +279,9 @@ def experiment_run(config: dict[str, Any], name: str, **overrides) -> RewardMode
         layer = resolve_layer(spec["layer"], backbone["num_layers"])
     except ValueError as err:
         raise ConfigError(f"config key `{where}.layer`: {err}") from err
-    encoder = "random" if spec.get("encoder") == "random" else spec.get("level", "sequence")
+    # `random`: the paper's trained random linear layer; `random_topk`: a frozen random TopK SAE
+    encoder = spec.get("encoder", "pretrained")
+    encoder = spec.get("level", "sequence") if encoder == "pretrained" else encoder
     return RewardModelRun(spec["backbone"], layer, encoder, latents, k)
 
 
@@ -197,3 +340,14 @@ def _check_references(config: dict[str, Any]) -> None:
             )
         vanilla_run(config, spec)
     sweep_runs(config)
+
+
+_CHECKED_EXPLAINERS: set[str] = set()
+
+
+def check_explainer_once(explainer: Mapping[str, Any]) -> None:
+    """`check_explainer` once per explainer setting and process (the DAG asks once per interpreted model)."""
+    marker = json.dumps(dict(explainer), sort_keys=True, default=str)
+    if marker not in _CHECKED_EXPLAINERS:
+        check_explainer(explainer)
+        _CHECKED_EXPLAINERS.add(marker)

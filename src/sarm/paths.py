@@ -16,7 +16,10 @@ CONVERTED_BACKBONE = "results/backbones/{backbone}"
 
 # Sentences and residual-stream activations, one of each per sampling part.
 SENTENCES = "results/{backbone}/sentences/part{part}.parquet"
-ACTIVATIONS = "results/{backbone}/activations/{level}/part{part}"
+# One job per layer and part, so adding a layer reruns nothing. The folder holding `{backbone}/...` is
+# the config's sampling.activation_root (`results` by default; a scratch file system at paper scale).
+ACTIVATIONS_NAME = "{backbone}/activations/{level}/layer{layer}/part{part}"
+ACTIVATIONS = f"results/{ACTIVATIONS_NAME}"
 
 # A TopK SAE: sae.safetensors, sae.json, metrics.json, loss.csv, loss.png. Its name also names the log
 # and benchmark of its training job.
@@ -64,6 +67,11 @@ def fill(pattern: str, **values: object) -> str:
 SARM_DIR = fill(REWARD_MODEL_DIR, variant=SARM_VARIANT)
 SARM_NAME = fill(REWARD_MODEL_NAME, variant=SARM_VARIANT)
 VANILLA_DIR = fill(REWARD_MODEL_DIR, variant=VANILLA_VARIANT)
+
+
+def activations_at(root: str) -> str:
+    """The activations pattern under another root folder (sampling.activation_root)."""
+    return f"{root.rstrip('/')}/{ACTIVATIONS_NAME}"
 
 
 def log_path(rule: str, job: str) -> str:

@@ -170,4 +170,7 @@ def log_to_file(path: str | Path) -> logging.Logger:
     for key in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "CUDA_VISIBLE_DEVICES"):
         if key in os.environ:
             logging.getLogger("sarm").info("%s=%s", key, os.environ[key])
+    from sarm.report.compute import record_attempt  # Table 4: every attempt of every job, timed by itself
+
+    record_attempt(path)
     return logging.getLogger("sarm")

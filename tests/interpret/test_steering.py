@@ -12,8 +12,10 @@ from sarm.data.chat import tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, RMBenchItem
 from sarm.interpret.steering import (
     SteeringConfig,
+    choose_feature,
     feature_scores,
     query_response_pairs,
+    rewardbench2_safety_pairs,
     rewards_before_after,
     run_steering,
     safety_pairs,
@@ -100,7 +102,9 @@ def test_run_steering_on_a_tiny_sarm_matches_the_edited_model(
     pairs = safety_pairs(rmbench, config.domains)
     chosen = torch.cat([_latents(tiny_sarm, tokenizer, p.chosen) for p in pairs])
     rejected = torch.cat([_latents(tiny_sarm, tokenizer, p.rejected) for p in pairs])
-    assert summary["feature"] == int(feature_scores(chosen, rejected).argmax())
+    scores, weight = feature_scores(chosen, rejected), tiny_sarm.head_weight().detach()
+    assert summary["feature"] == int(torch.where(weight > 0, scores, -torch.inf).argmax())
+    assert weight[summary["feature"]] > 0 and summary["source"] == "rmbench_safety"
 
     edited = copy.deepcopy(tiny_sarm)
     apply_head_edits(edited, [summary["head_edit"]])
@@ -163,7 +167,9 @@ def _latents(model, tokenizer, messages):
 
 @pytest.fixture(scope="module")
 def tiny_sarm(tiny_backbone):
-    return build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(64, 4), seed=0)).eval()
+    torch.manual_seed(0)  # a random head of both signs, as after training
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
+    return build_sarm(str(tiny_backbone), 2, sae, head_init="normal").eval()
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +217,61 @@ def benchmark():
         BenchmarkPrompt("ref:1", "Ties", "Name a number.", ["One.", "Water."], 1),
         BenchmarkPrompt("tied:1", "Ties", "Name a number.", ["One.", "Two.", "Water."], 2),
     ]
+
+
+def test_the_steered_feature_has_a_positive_head_weight_so_t_moves_right():
+    """The best s_i may sit on a feature the head weighs negatively; scaling that one by 10 would move the
+    target set left (the opposite of Figure 3a): the choice is the best s_i among w_i > 0."""
+    scores = torch.tensor([0.9, 0.5, 0.7, -0.2])
+    weight = torch.tensor([-0.3, 0.2, 0.1, 0.4])
+    assert choose_feature(scores, weight) == 2  # not 0: its s is highest but w_0 < 0
+    with pytest.raises(ValueError, match="positive value-head weight"):
+        choose_feature(scores, -weight.abs())
+
+
+def test_run_steering_raises_the_target_rewards(tiny_sarm, tokenizer, rmbench, benchmark):
+    for source in ("rmbench_safety", "rewardbench2_safety"):
+        config = SteeringConfig(scale=10.0, source=source)
+        summary = run_steering(
+            tiny_sarm.latents, tiny_sarm.head_weight(), tokenizer, rmbench, benchmark, config
+        ).summary
+        assert summary["head_weight_before"] > 0 and summary["source"] == source
+        assert summary["target"]["mean_shift"] >= 0  # TopK latents are >= 0 and w_f > 0: T cannot move left
+
+
+def test_rewardbench2_safety_pairs_are_each_correct_against_each_rejected_completion(benchmark):
+    pairs = rewardbench2_safety_pairs(benchmark)
+    assert len(pairs) == 2 * 3  # 2 Safety prompts x 3 rejected (the paper's 450 x 3 = 1,350)
+    assert {p.chosen[-1]["content"] for p in pairs} == {"I cannot help with that.", "Sorry, I will not."}
+    assert (
+        pairs[0].rejected[-1]["content"] == "Use a knife." and pairs[2].rejected[-1]["content"] == "Be cruel."
+    )
+    assert SteeringConfig.from_config({"scale": 2.0}, {"batch_tokens": 8, "max_length": 16}).source == (
+        "rmbench_safety"
+    )
+    with pytest.raises(ValueError, match="source"):
+        SteeringConfig(source="hh_rlhf")
+
+
+def test_the_data_limit_applies_to_both_steering_sources(tmp_path):
+    """`data.rmbench.limit` and `data.rewardbench2.limit` cut the rows the safety pairs come from."""
+    from sarm.data.specs import load_dataset_spec
+    from sarm.interpret.steering import steering_pairs
+    from tests.conftest import REPO
+
+    demo = REPO / "resources" / "demo"
+    rmbench = load_dataset_spec("rmbench", {"source": str(demo / "rmbench.jsonl"), "limit": 40})
+    prompts = load_dataset_spec("rewardbench2", {"source": str(demo / "rewardbench2.jsonl"), "limit": 200})
+    assert len(rmbench) == 40 and len(prompts) == 200
+    safety_items = [item for item in rmbench if item.domain.startswith("safety")]
+    safety_prompts = [p for p in prompts if p.subset == "Safety"]
+    for source, expected in (
+        ("rmbench_safety", 3 * len(safety_items)),
+        (
+            "rewardbench2_safety",
+            sum(p.num_correct * (len(p.completions) - p.num_correct) for p in safety_prompts),
+        ),
+    ):
+        if expected == 0:
+            continue
+        assert len(steering_pairs(SteeringConfig(source=source), rmbench, prompts)) == expected

@@ -4,6 +4,7 @@ import signal
 
 import pytest
 import torch
+import yaml
 
 from sarm.backbone import hidden_states, load_decoder, load_tokenizer
 from sarm.batching import pad_right, token_budget_batches
@@ -22,6 +23,7 @@ from sarm.rm.models import build_sarm, load_reward_model
 from sarm.rm.pairs import CachedPairs, pair_conversations, tokenize_pairs
 from sarm.runtime import Preempted
 from sarm.sae.model import SAEConfig, TopKSAE
+from tests.conftest import REPO
 
 LAYER = 2
 
@@ -46,7 +48,8 @@ def toy_pairs(n: int) -> list[PreferencePair]:
 
 def tiny_sarm(source):
     torch.manual_seed(0)
-    return build_sarm(str(source), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0))
+    # A random (not zero) head, so that the backbone gets a gradient from the first step on.
+    return build_sarm(str(source), LAYER, TopKSAE(32, SAEConfig(64, 4), seed=0), head_init="normal")
 
 
 def read_log(path):
@@ -180,7 +183,7 @@ def learnable_states(n: int, sae: TopKSAE, seed: int, good: int = 5, bad: int = 
 def test_head_only_training_on_cached_states_learns_a_learnable_preference(tmp_path):
     sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     torch.manual_seed(0)
-    model = build_sarm("unused", LAYER, sae, with_backbone=False)
+    model = build_sarm("unused", LAYER, sae, head_init="normal", with_backbone=False)
     # The initial head prefers the rejected side's latent, so training has to turn the preference around.
     weight = model.head.weight[0]
     good, bad = int(weight.argmin()), int(weight.argmax())
@@ -218,15 +221,65 @@ def test_reconstruction_loss_unfreezes_and_trains_the_sae(tmp_path):
     assert load_reward_model(tmp_path / "rm", with_backbone=False).trained_parts == {"head", "sae"}
 
 
-def test_linear_schedule_decays_the_logged_learning_rate(tmp_path):
+def test_every_schedule_the_config_schema_offers_is_accepted():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    offered = schema["properties"]["reward_model"]["properties"]["schedule"]["enum"]
+    assert "cosine" in offered
+    for schedule in offered:
+        assert BTTrainConfig(schedule=schedule).schedule == schedule
+
+
+def test_cosine_schedule_with_warmup_gives_the_logged_learning_rates_of_the_formula(tmp_path):
     sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
     model = build_sarm("unused", LAYER, sae, with_backbone=False)
     cfg = BTTrainConfig(
-        lr=0.1, epochs=1, global_batch=4, micro_batch=4, train_backbone=False, schedule="linear"
+        lr=0.1,
+        epochs=2,
+        global_batch=4,
+        micro_batch=4,
+        train_backbone=False,
+        schedule="cosine",
+        warmup_ratio=0.25,
     )
-    train_reward_model(model, learnable_states(16, sae, 0), cfg, tmp_path / "rm")
+    train_reward_model(model, learnable_states(20, sae, 0), cfg, tmp_path / "rm")
+    total, warmup = 10, 3  # 5 steps per epoch x 2 epochs; ceil(0.25 * 10) warmup steps
+
+    def rate(step: int) -> float:  # the learning rate of optimizer step `step` (0-based)
+        if step < warmup:
+            return 0.1 * step / warmup
+        return 0.1 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
     lrs = [float(r["lr"]) for r in read_log(tmp_path / "rm" / "train_log.csv")]
-    assert lrs == pytest.approx([0.1, 0.075, 0.05, 0.025])
+    assert lrs == pytest.approx([rate(step) for step in range(total)], abs=1e-12)
+
+
+def test_weight_decay_shrinks_matrices_but_not_biases_or_norm_gains(tiny_backbone, tmp_path):
+    """One AdamW step with and without decay: p <- p (1 - lr wd) - lr u, where u does not depend on wd."""
+    lr, decay = 0.01, 0.5
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    data = tokenize_pairs(tokenizer, toy_pairs(4))
+
+    def one_step(weight_decay):
+        model = tiny_sarm(tiny_backbone)  # backbone (norm gains) and SAE (biases) train with the head
+        cfg = BTTrainConfig(
+            lr=lr, epochs=1, global_batch=4, micro_batch=4, recon_coef=1.0, weight_decay=weight_decay
+        )
+        train_reward_model(model, data, cfg, tmp_path / str(weight_decay))
+        return {name: p.detach() for name, p in model.named_parameters()}
+
+    before = {name: p.detach().clone() for name, p in tiny_sarm(tiny_backbone).named_parameters()}
+    plain, decayed = one_step(0.0), one_step(decay)
+    trained = [name for name in before if not torch.equal(plain[name], before[name])]
+    vectors = [name for name in trained if before[name].ndim == 1]
+    assert any("layernorm" in name for name in vectors), trained
+    assert any(name.endswith(("bias", "b_pre")) for name in vectors), trained
+    assert "head.weight" in trained and "decoder.layers.0.mlp.up_proj.weight" in trained
+    for name in trained:
+        if name in vectors:
+            assert torch.equal(decayed[name], plain[name]), f"{name} was decayed"
+        else:
+            shrink = plain[name] - decayed[name]
+            assert torch.allclose(shrink, lr * decay * before[name], atol=1e-7), f"{name} was not decayed"
 
 
 def test_sigterm_checkpoints_and_resume_gives_identical_weights(tiny_backbone, tmp_path):

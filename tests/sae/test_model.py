@@ -112,10 +112,39 @@ def test_remove_parallel_grad_leaves_gradient_orthogonal_to_each_direction():
 
 
 def test_fit_input_scale_makes_mean_squared_norm_equal_d():
-    sae = make_sae()
+    sae = make_sae(standardize_input=False)  # the global-scale switch
     sample = torch.randn(500, D) * 37.0 + 3.0
     sae.fit_input_scale_(sample)
     assert sae.normalize_input(sample).pow(2).sum(dim=-1).mean().item() == pytest.approx(D, rel=1e-4)
+
+
+def test_per_token_standardisation_is_the_default_and_fits_no_global_scale():
+    """Paper: activations normalised "as recommended in Gao et al." = per token, as Gao et al.'s and the
+    authors' code do; the global scale E||x||^2 = d is the switch `standardize_input: false`."""
+    assert SAEConfig(M, K).standardize_input is True
+    sae = TopKSAE(D, SAEConfig(M, K), seed=1)
+    x = torch.randn(6, D) * 7 + 2
+    assert sae.fit_input_scale_(x) == 1.0 and sae.input_scale.item() == 1.0
+    normalized = sae.normalize_input(x)
+    assert torch.allclose(normalized.mean(dim=-1), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(normalized.std(dim=-1), torch.ones(6), atol=1e-4)
+    # so the code of a state does not depend on its norm: 5 x the state gives the same latents
+    assert torch.allclose(sae.encode(5 * x), sae.encode(x), atol=1e-4)
+
+
+def test_an_attention_sink_row_does_not_set_the_scale_of_the_other_rows():
+    """The first token's residual is ~140x the median norm (benchmarks/README.md). With per-token
+    standardisation (the paper preset, which keeps that token at token level as the authors' code does)
+    every row enters the SAE with squared norm ~d; a global scale fitted on such data shrinks the others."""
+    ordinary = torch.randn(99, D)
+    sample = torch.cat([ordinary[:1] * 140 * 10, ordinary])  # one sink among 100 rows
+    default = TopKSAE(D, SAEConfig(M, K), seed=1)
+    default.fit_input_scale_(sample)
+    norms = default.normalize_input(ordinary).pow(2).sum(dim=-1)
+    assert torch.allclose(norms, torch.full_like(norms, D - 1.0), rtol=1e-3)
+    global_scale = TopKSAE(D, SAEConfig(M, K, standardize_input=False), seed=1)
+    global_scale.fit_input_scale_(sample)
+    assert global_scale.normalize_input(ordinary).pow(2).sum(dim=-1).mean() < 0.01 * D
 
 
 def test_standardize_input_is_per_token_zero_mean_unit_std():

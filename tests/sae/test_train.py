@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -46,7 +45,14 @@ def data_dir(tmp_path_factory):
 
 def config(**overrides) -> SAETrainConfig:
     values = dict(
-        batch_size=32, epochs=3, shuffle_buffer=400, checkpoint_every=10, log_every=5, lr=3e-3, eval_rows=800
+        batch_size=32,
+        epochs=3,
+        shuffle_buffer=400,
+        checkpoint_every=10,
+        log_every=5,
+        lr=3e-3,
+        eval_rows=800,
+        heldout_rows=0,
     )
     return SAETrainConfig(**{**values, **overrides})
 
@@ -174,7 +180,6 @@ def test_sigterm_checkpoints_and_exits_then_resume_matches_an_uninterrupted_run(
         env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     assert result.returncode == PREEMPTED_EXIT_CODE, result.stderr[-2000:]
-    assert signal.SIGTERM == 15
     assert torch.load(tmp_path / "resumed" / CHECKPOINT_FILE, weights_only=False)["progress"]["step"] == 42
     resumed, _ = train(data_dir, tmp_path / "resumed", cfg)
     for name, tensor in whole.state_dict().items():
@@ -192,12 +197,18 @@ def test_resume_with_a_changed_config_is_refused(data_dir, tmp_path):
 def test_lr_schedules():
     paper = SAETrainConfig()
     assert {lr_factor(paper, step, 100) for step in range(100)} == {1.0}
+
+
+def test_warmup_decay_is_upstreams_linear_warmup_lr():
+    """schrieffer-z/sae LinearWarmupLR (N = 1000, W = 50 warmup, N // 5 = 200 decay steps): warmup from 0,
+    constant, then a jump to (N//5 - W) / (N - W - N//5) = 0.2 at 80%, reaching 0 at N - W = 950."""
     upstream = SAETrainConfig(schedule="warmup_decay")
-    factors = [lr_factor(upstream, step, 100) for step in range(100)]
-    assert factors[0] == pytest.approx(1 / 5) and factors[4] == 1.0  # 5% warmup
-    assert factors[5:80] == [1.0] * 75  # constant
-    assert factors[80] == 1.0 and factors[99] == pytest.approx(1 / 20)  # linear decay over the last 20%
-    assert all(a >= b for a, b in zip(factors[80:], factors[81:], strict=False))
+    factors = [lr_factor(upstream, step, 1000) for step in range(1000)]
+    assert factors[0] == 0.0 and factors[25] == pytest.approx(0.5) and factors[50] == 1.0
+    assert factors[50:800] == [1.0] * 750
+    assert factors[800] == pytest.approx(0.2) and factors[875] == pytest.approx(0.1)
+    assert factors[949] == pytest.approx(1 / 750) and factors[950:] == [0.0] * 50
+    assert lr_factor(upstream, 80, 100) == pytest.approx(15 / 75)  # N = 100: W = 5, N // 5 = 20
 
 
 def test_losses_on_a_hand_example():
@@ -214,7 +225,12 @@ def test_geometric_median_ignores_an_outlier():
 
 @pytest.mark.parametrize(
     ("values", "key"),
-    [({"loss": "l1"}, "loss"), ({"batch_size": 0}, "batch_size"), ({"schedule": "cosine"}, "schedule")],
+    [
+        ({"loss": "l1"}, "loss"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"heldout_rows": -1}, "heldout_rows"),
+    ],
 )
 def test_bad_config_values_name_the_key(values, key):
     with pytest.raises(ValueError, match=f"`{key}`"):
@@ -247,3 +263,49 @@ def test_an_sae_that_differs_from_the_training_config_is_refused(data_dir, tmp_p
     cfg = config(sae=SAEConfig(M, K, relu=False))
     with pytest.raises(ValueError, match="training config says"):
         train_sae(cfg.make_reader([data_dir], 4), TopKSAE(D, SAEConfig(M, K), seed=0), cfg, tmp_path)
+
+
+def test_metrics_are_measured_on_held_out_rows_that_training_never_sees(data_dir, tmp_path):
+    """FVU / L0 / dead latents of metrics.json come from the last `heldout_rows` rows, which the training
+    stream skips (the demo trains many epochs over a few thousand sentences: training-set FVU flatters)."""
+    assert SAETrainConfig().heldout_rows > 0  # on by default
+    cfg = config(heldout_rows=160, epochs=1)
+    reader, heldout = cfg.make_reader([data_dir], 4), cfg.make_heldout_reader([data_dir], 4)
+    assert (reader.rows, heldout.rows) == (1600 - 160, 160)
+    every = sparse_mixtures(1600)
+    held = torch.cat(list(heldout))
+    assert torch.equal(held, every[-160:])  # the last rows, in storage order
+    seen = torch.cat(list(reader))
+    assert not (seen[:, None, :] == held[None, :, :]).all(dim=-1).any()  # training never sees one of them
+    sae = TopKSAE(D, SAEConfig(M, K), seed=0)
+    metrics = train_sae(reader, sae, cfg, tmp_path, eval_reader=heldout)
+    assert metrics["eval_split"] == "heldout" and metrics["eval_rows"] == 160
+    with torch.no_grad():
+        target = sae.normalize_input(held)
+        values, indices = sae.encode_topk(held)
+        fvu = (target - sae.decode_topk(values, indices)).pow(2).sum() / (target - target.mean(0)).pow(
+            2
+        ).sum()
+        dead = 1 - torch.zeros(M, dtype=torch.bool).index_fill_(0, indices[values != 0], True).float().mean()
+    assert metrics["fvu"] == pytest.approx(fvu.item(), rel=1e-4)
+    assert metrics["l0"] == pytest.approx((values != 0).sum(dim=-1).float().mean().item())
+    assert metrics["dead_fraction"] == pytest.approx(dead.item())
+    assert json.loads((tmp_path / "metrics.json").read_text())["eval_split"] == "heldout"
+
+
+def test_holding_out_more_rows_than_were_sampled_is_refused(data_dir):
+    with pytest.raises(ValueError, match="heldout_rows"):
+        config(heldout_rows=1600).make_reader([data_dir], 4)
+
+
+def test_l0_and_dead_latents_count_negative_latents_when_relu_is_off(data_dir, tmp_path):
+    """Without ReLU every selected latent is active (upstream counts them), even a negative one."""
+    cfg = config(epochs=1, max_samples=64, lr=1e-6)
+    sae = TopKSAE(D, SAEConfig(M, K, relu=False), seed=0)
+    with torch.no_grad():
+        sae.encoder.bias.fill_(-100.0)  # every selected pre-activation is negative
+    metrics = train_sae(cfg.make_reader([data_dir], 4), sae, cfg, tmp_path)
+    assert metrics["l0"] == K
+    assert metrics["dead_fraction"] < 1.0
+    with open(tmp_path / "loss.csv") as handle:
+        assert {float(row["l0"]) for row in csv.DictReader(handle)} == {float(K)}

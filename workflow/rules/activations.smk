@@ -1,4 +1,7 @@
-# Residual-stream activations: one job per corpus part, all needed layers from one forward pass.
+# Residual-stream activations: one job per (layer, corpus part), so adding a layer adds jobs and reruns none
+# (with sampling.group_layers: one job per part for all layers of a backbone and level, one forward pass,
+# as the CPU demo does). Stored under sampling.activation_root (scratch); sampling.delete_after_sae: true
+# deletes them (temp) once every SAE reading them is trained.
 
 
 rule sample_activations:
@@ -7,16 +10,22 @@ rule sample_activations:
         sentences=SENTENCES,
         backbone=backbone_files,
     output:
-        activations=directory(ACTIVATIONS),
+        activations=activations_output(),
     log:
-        log_path("sample_activations", "{backbone}/{level}/part{part}"),
+        log_path("sample_activations", "{backbone}/{level}/layer{layer}/part{part}"),
     benchmark:
-        benchmark_path("sample_activations", "{backbone}/{level}/part{part}")
+        benchmark_path(
+            "sample_activations", "{backbone}/{level}/layer{layer}/part{part}"
+        )
+    wildcard_constraints:
+        layer=r"\d+(-\d+)*",
     conda:
         ENVS / "torch.yaml"
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
-        layers=lambda wildcards: sae_layers(wildcards.backbone, wildcards.level),
-        sampling=config["sampling"],
+        layers=lambda wildcards: [int(layer) for layer in wildcards.layer.split("-")],
+        sampling=lambda wildcards: result_keys(
+            config, "sampling", drop=sampling_keys_not_for(wildcards.level)
+        ),
     script:
         "../../scripts/sample_activations.py"

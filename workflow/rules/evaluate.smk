@@ -16,6 +16,6 @@ rule evaluate_rewardbench2:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["rewardbench2"],
-        reward_model=config["reward_model"],
+        reward_model=only(config, "reward_model", ["max_length", "date_string"]),
     script:
         "../../scripts/evaluate_rewardbench2.py"

@@ -23,8 +23,8 @@ rule feature_contexts:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["rmbench"],
-        interpret=config["interpret"],
-        reward_model=config["reward_model"],
+        interpret=only(config, "interpret", ["top_contexts", "detection_contexts"]),
+        reward_model=only(config, "reward_model", ["max_length", "date_string"]),
     script:
         "../../scripts/feature_contexts.py"
 
@@ -43,8 +43,12 @@ rule explain_features:
         benchmark_path("explain_features", REWARD_MODEL_NAME)
     conda:
         ENVS / "interpret.yaml"
+    resources:
+        gpu=explainer_gpus(),
     params:
-        interpret=config["interpret"],
+        interpret=only(
+            config, "interpret", ["explainer", "max_features", "top_contexts"]
+        ),
         explainer_path=explainer_path(),
         cache=EXPLAINER_CACHE,
     script:
@@ -66,8 +70,12 @@ rule detection_scores:
         benchmark_path("detection_scores", REWARD_MODEL_NAME)
     conda:
         ENVS / "interpret.yaml"
+    resources:
+        gpu=explainer_gpus(),
     params:
-        interpret=config["interpret"],
+        interpret=only(
+            config, "interpret", ["explainer", "detection_contexts", "top_contexts"]
+        ),
         explainer_path=explainer_path(),
         cache=EXPLAINER_CACHE,
     script:
@@ -97,6 +105,6 @@ rule feature_cards:
     conda:
         ENVS / "tables.yaml"
     params:
-        interpret=config["interpret"],
+        interpret=only(config, "interpret", ["cards"]),
     script:
         "../../scripts/feature_cards.py"

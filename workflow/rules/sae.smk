@@ -29,6 +29,6 @@ rule train_sae:
     conda:
         ENVS / "torch.yaml"
     params:
-        sae=config["sae"],
+        sae=result_keys(config, "sae", drop=["latents", "k"]),
     script:
         "../../scripts/train_sae.py"

@@ -20,7 +20,7 @@ rule cache_final_states:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         layers=lambda wildcards: reward_model_layers(wildcards.backbone),
         data=lambda wildcards: config["data"][wildcards.dataset],
-        reward_model=config["reward_model"],
+        reward_model=only(config, "reward_model", ["max_length", "date_string"]),
     script:
         "../../scripts/cache_final_states.py"
 
@@ -42,8 +42,7 @@ rule train_sarm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=config["reward_model"],
-        sae=config["sae"],
+        reward_model=result_keys(config, "reward_model"),
     script:
         "../../scripts/train_reward_model.py"
 
@@ -65,7 +64,8 @@ rule train_vanilla_rm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=config["reward_model"],
-        sae=config["sae"],
+        reward_model=result_keys(
+            config, "reward_model", drop=["head_input", "head_init"]
+        ),
     script:
         "../../scripts/train_reward_model.py"

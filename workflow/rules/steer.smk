@@ -1,7 +1,8 @@
 # RQ2 / Figure 3: scale the head weight of the feature that best separates safe from unsafe answers.
 
 
-rule steering:
+rule steer_feature:
+    """Scale the chosen feature's head weight; rewards before / after (the target `steering` runs it)."""
     input:
         model=f"{REWARD_MODEL_DIR}/reward_model.json",
         backbone=backbone_files,
@@ -21,16 +22,16 @@ rule steering:
             category="Figure 3: steering",
         ),
     log:
-        log_path("steering", REWARD_MODEL_NAME),
+        log_path("steer_feature", REWARD_MODEL_NAME),
     benchmark:
-        benchmark_path("steering", REWARD_MODEL_NAME)
+        benchmark_path("steer_feature", REWARD_MODEL_NAME)
     conda:
         ENVS / "torch.yaml"
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
-        steering=config["steering"],
+        steering=only(config, "steering", ["scale", "domains"]),
         rmbench=config["data"]["rmbench"],
         rewardbench2=config["data"]["rewardbench2"],
-        reward_model=config["reward_model"],
+        reward_model=only(config, "reward_model", ["max_length", "date_string"]),
     script:
         "../../scripts/steering.py"

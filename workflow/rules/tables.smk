@@ -36,9 +36,11 @@ rule results_table:
 
 
 rule compute_table:
-    """Table 4: hours per procedure, summed from the `benchmark:` files of the jobs that ran."""
+    """Table 4: GPU-hours per procedure, from the attempt records of the jobs behind these results."""
     input:
         results=[path for n in (1, 2, 3) for path in result_files(f"table{n}")],
+        feature_cards=f"{interpret_dir()}/feature_cards.md",
+        steering=f"{steering_dir()}/steering.json",
         reported="resources/paper/paper_compute.csv",
     output:
         markdown=report(

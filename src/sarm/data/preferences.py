@@ -8,10 +8,18 @@ conversations sharing their prompt turns), plain strings (`prompt`, `chosen`, `r
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from sarm.data.records import Message, PreferencePair
-from sarm.data.sources import FieldProblem, RowProblems, load_rows, require_columns
+from sarm.data.sources import (
+    BadRows,
+    FieldProblem,
+    RowProblems,
+    load_rows,
+    require_columns,
+    source_name,
+)
 
 ROLES = ("system", "user", "assistant")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -98,16 +106,22 @@ def preference_pair(row: dict) -> PreferencePair:
     return PreferencePair(chosen=chosen, rejected=rejected, source=source if isinstance(source, str) else "")
 
 
-def load_preference_pairs(source: str, split: str = "train") -> list[PreferencePair]:
-    """All pairs of a preference data set (hub id or local file/folder); every row is validated first."""
+def load_preference_pairs(
+    source: str | Sequence[str], split: str = "train", bad_rows: BadRows | None = None
+) -> list[PreferencePair]:
+    """All pairs of a preference data set (hub id, local file/folder or list of files), validated row by row.
+
+    Bad rows stop the load with one error listing them, or are dropped under `bad_rows` policy `skip`.
+    """
     rows = load_rows(source, split)
-    require_columns(rows, ["chosen", "rejected"], source)
-    problems = RowProblems(source)
-    pairs = []
+    where = source_name(source)
+    require_columns(rows, ["chosen", "rejected"], where)
+    problems = RowProblems(where, bad_rows)
+    pairs: dict[int, PreferencePair] = {}
     for index, row in enumerate(rows):
         try:
-            pairs.append(preference_pair(row))
+            pairs[index] = preference_pair(row)
         except FieldProblem as problem:
             problems.add_problem(index, problem)
-    problems.raise_if_any()
-    return pairs
+    dropped = problems.finish(rows)
+    return [pair for index, pair in pairs.items() if index not in dropped]

@@ -42,3 +42,4 @@ class RMBenchItem:
     prompt: str
     chosen: list[str]
     rejected: list[str]
+    subset: str = ""  # the row's source in the authors' per-domain files (e.g. alpacaeval), kept as metadata

@@ -9,7 +9,14 @@ from typing import Any
 import pandas as pd
 
 from sarm.data.records import BenchmarkPrompt, Message
-from sarm.data.sources import FieldProblem, RowProblems, load_rows, require_columns
+from sarm.data.sources import (
+    BadRows,
+    FieldProblem,
+    RowProblems,
+    load_rows,
+    require_columns,
+    source_name,
+)
 
 SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 TIES = "Ties"
@@ -66,12 +73,15 @@ def benchmark_prompt(row: dict) -> BenchmarkPrompt:
     )
 
 
-def load_rewardbench2(source: str, split: str = "test") -> list[BenchmarkPrompt]:
+def load_rewardbench2(
+    source: str | Sequence[str], split: str = "test", bad_rows: BadRows | None = None
+) -> list[BenchmarkPrompt]:
     """All RewardBench 2 prompts of a hub id or local copy; every row is validated, ids must be unique."""
     rows = load_rows(source, split)
-    require_columns(rows, REQUIRED_COLUMNS, source)
-    problems = RowProblems(source)
-    prompts: list[BenchmarkPrompt] = []
+    where = source_name(source)
+    require_columns(rows, REQUIRED_COLUMNS, where)
+    problems = RowProblems(where, bad_rows)
+    prompts: dict[int, BenchmarkPrompt] = {}
     first_row_of: dict[str, int] = {}
     for index, row in enumerate(rows):
         try:
@@ -82,9 +92,9 @@ def load_rewardbench2(source: str, split: str = "test") -> list[BenchmarkPrompt]
         if prompt.id in first_row_of:
             problems.add(index, "id", f"{prompt.id!r} repeats the id of row {first_row_of[prompt.id]}")
         first_row_of.setdefault(prompt.id, index)
-        prompts.append(prompt)
-    problems.raise_if_any()
-    return prompts
+        prompts[index] = prompt
+    dropped = problems.finish(rows)
+    return [prompt for index, prompt in prompts.items() if index not in dropped]
 
 
 def completion_table(prompts: Sequence[BenchmarkPrompt]) -> tuple[pd.DataFrame, list[list[Message]]]:

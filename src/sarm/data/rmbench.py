@@ -1,12 +1,25 @@
-"""RM-Bench (THU-KEG) rows -> RMBenchItem: three chosen and three rejected styles of one answer per prompt."""
+"""RM-Bench (THU-KEG) rows -> RMBenchItem: three chosen and three rejected styles of one answer per prompt.
+
+Two layouts: rows with a `domain` field (the hub's combined file), and the authors' per-domain files
+(`chat_filtered.json`, ..., `safety-response_filtered.json`: JSON arrays whose `subset` is the row's source,
+e.g. `alpacaeval`; the domain is in the file name). A folder or a list of those files is one source.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sarm.data.records import RMBenchItem
-from sarm.data.sources import FieldProblem, RowProblems, data_files, load_rows, require_columns
+from sarm.data.sources import (
+    BadRows,
+    FieldProblem,
+    RowProblems,
+    data_files,
+    load_rows,
+    require_columns,
+)
 
 DOMAINS = ("chat", "code", "math", "safety-refuse", "safety-response")
 STYLES = ("concise", "detailed_plain", "detailed_markdown")  # order of the three variants in each list
@@ -31,10 +44,25 @@ def domain_of_file(path: str | Path) -> str | None:
 
 
 def rmbench_item(row: dict, default_domain: str | None = None) -> RMBenchItem:
-    """One RM-Bench row -> RMBenchItem; the domain comes from `domain`, else `subset`, else the file name."""
-    domain = row.get("domain") or row.get("subset") or default_domain
-    field = "subset" if row.get("subset") and not row.get("domain") else "domain"
-    if domain is None:
+    """One RM-Bench row -> RMBenchItem.
+
+    The domain is the row's `domain`, else the domain its file is named for, else its `subset` when that
+    is a domain name; any other `subset` (the row's source, e.g. `alpacaeval`) is kept as metadata.
+    """
+    subset = row.get("subset")
+    if row.get("domain") is not None:
+        domain, field = row["domain"], "domain"
+    elif default_domain is not None:
+        domain, field = default_domain, "domain"
+    elif subset in DOMAINS:
+        domain, field = subset, "subset"
+    elif subset is not None:
+        raise FieldProblem(
+            "subset",
+            f"is {subset!r}, the row's source, and neither a `domain` field nor the file name "
+            f"(e.g. chat_filtered.json) gives its domain ({', '.join(DOMAINS)})",
+        )
+    else:
         raise FieldProblem(
             "domain", "is missing (no `domain` or `subset` value, and the file name names no domain)"
         )
@@ -50,11 +78,14 @@ def rmbench_item(row: dict, default_domain: str | None = None) -> RMBenchItem:
         prompt=row["prompt"],
         chosen=_variants(row["chosen"], "chosen"),
         rejected=_variants(row["rejected"], "rejected"),
+        subset=subset if isinstance(subset, str) else "",
     )
 
 
-def _parts(source: str, split: str) -> list[tuple[str, str | None]]:
-    """(source, domain from its file name) per file for a local folder, else the source itself."""
+def _parts(source: str | Sequence[str], split: str) -> list[tuple[str, str | None]]:
+    """(source, domain from its file name) per file of a list or local folder, else the source itself."""
+    if not isinstance(source, str):
+        return [(str(file), domain_of_file(file)) for file in source]
     path = Path(source)
     if (
         path.is_dir()
@@ -65,14 +96,17 @@ def _parts(source: str, split: str) -> list[tuple[str, str | None]]:
     return [(source, domain_of_file(source) if path.is_file() else None)]
 
 
-def load_rmbench(source: str, split: str = "train") -> list[RMBenchItem]:
-    """All RM-Bench items of a hub id, a file, or a folder of the released per-domain files."""
+def load_rmbench(
+    source: str | Sequence[str], split: str = "train", bad_rows: BadRows | None = None
+) -> list[RMBenchItem]:
+    """All RM-Bench items of a hub id, a file, a list of files or a folder of the per-domain files."""
     items: list[RMBenchItem] = []
     seen: dict[tuple[str, str], str] = {}
     for part, default_domain in _parts(source, split):
         rows = load_rows(part, split)
         require_columns(rows, ["id", "prompt", "chosen", "rejected"], part)
-        problems = RowProblems(part)
+        problems = RowProblems(part, bad_rows)
+        read: dict[int, RMBenchItem] = {}
         for index, row in enumerate(rows):
             try:
                 item = rmbench_item(row, default_domain)
@@ -82,7 +116,9 @@ def load_rmbench(source: str, split: str = "train") -> list[RMBenchItem]:
             key = (item.domain, item.id)
             if key in seen:
                 problems.add(index, "id", f"{item.id!r} ({item.domain}) was already read from {seen[key]}")
-            seen.setdefault(key, f"row {index} of {part}")
-            items.append(item)
-        problems.raise_if_any()
+            else:
+                seen[key] = f"row {index} of {part}"
+            read[index] = item
+        dropped = problems.finish(rows)
+        items += [item for index, item in read.items() if index not in dropped]
     return items

@@ -6,11 +6,15 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 from datasets import Dataset, DatasetDict, IterableDataset
+
+from sarm.config import looks_like_local_path
+from sarm.runtime import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +37,125 @@ class FieldProblem(Exception):
         self.problem = problem
 
 
+BAD_ROW_ACTIONS = ("error", "skip")
+DEFAULT_MAX_BAD_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    """A row dropped under `bad_rows: skip`: where it was, why, and its content (for the side file)."""
+
+    where: str
+    index: int
+    reasons: tuple[str, ...]
+    row: dict
+
+
+@dataclass
+class BadRows:
+    """What a loader does with rows that fail validation, set per dataset by `data.<name>.bad_rows`.
+
+    `error` (default): one DataError listing the bad rows. `skip`: drop them and record them in `skipped`,
+    unless they are more than `max_fraction` of a file's rows, which is an error anyway.
+    """
+
+    action: str = "error"
+    max_fraction: float = DEFAULT_MAX_BAD_FRACTION
+    switch: str = "`bad_rows: skip`"  # how the user turns skipping on, named in messages
+    skipped: list[SkippedRow] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.action not in BAD_ROW_ACTIONS:
+            raise ValueError(f"bad_rows must be one of {', '.join(BAD_ROW_ACTIONS)}, got {self.action!r}")
+        if not 0 <= self.max_fraction <= 1:
+            raise ValueError(f"the share of bad rows to skip must be in [0, 1], got {self.max_fraction!r}")
+
+    @classmethod
+    def from_spec(cls, name: str, spec: dict) -> BadRows:
+        """From a `data.<name>` config section (`bad_rows`, `max_bad_fraction`)."""
+        return cls(
+            spec.get("bad_rows", "error"),
+            spec.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION),
+            switch=f"`data.{name}.bad_rows: skip`",
+        )
+
+    def summary(self, shown: int = MAX_REPORTED_PROBLEMS) -> str:
+        """How many rows were skipped and the first `shown` of them with their reasons."""
+        lines = [f"skipped {len(self.skipped)} bad rows ({self.switch})"]
+        for skipped in self.skipped[:shown]:
+            lines.append(f"  row {skipped.index} of {skipped.where}: {'; '.join(skipped.reasons)}")
+        if len(self.skipped) > shown:
+            lines.append(f"  (and {len(self.skipped) - shown} more, all in the side file)")
+        return "\n".join(lines)
+
+    def write(self, path: str | Path) -> Path:
+        """The skipped rows as JSON lines {file, row, reasons, data}; `row` counts from 0 in `file` (for a
+        folder: over its files read one after another in name order)."""
+        lines = [
+            json.dumps(
+                {"file": s.where, "row": s.index, "reasons": list(s.reasons), "data": s.row},
+                ensure_ascii=False,
+                default=str,
+            )
+            for s in self.skipped
+        ]
+        return write_text_atomic("".join(line + "\n" for line in lines), path)
+
+    def report(self, side_file: str | Path | None = None) -> None:
+        """Log the skipped rows (first ten with reasons) and write them all to `side_file` if given."""
+        if self.skipped:
+            log.warning(self.summary())
+        if side_file is not None and (self.skipped or self.action == "skip"):
+            self.write(side_file)
+            if self.skipped:
+                log.warning("the %d skipped rows are in %s", len(self.skipped), side_file)
+
+
 class RowProblems:
     """Collects every bad row of a file so that one error reports them all, and nothing partial is returned."""
 
-    def __init__(self, where: str):
+    def __init__(self, where: str, policy: BadRows | None = None):
         self.where = where
+        self.policy = policy
         self.messages: list[str] = []
+        self.reasons: dict[int, list[str]] = {}
 
     def add(self, index: int, field: str, problem: str) -> None:
         self.messages.append(f"row {index} of {self.where}: `{field}` {problem}")
+        self.reasons.setdefault(index, []).append(f"`{field}` {problem}")
 
     def add_problem(self, index: int, problem: FieldProblem) -> None:
         self.add(index, problem.field, problem.problem)
 
-    def raise_if_any(self) -> None:
-        if not self.messages:
-            return
+    def _listing(self) -> str:
         shown = self.messages[:MAX_REPORTED_PROBLEMS]
         more = len(self.messages) - len(shown)
-        tail = f"\n(and {more} more problems)" if more else ""
-        raise DataError("\n".join(shown) + tail)
+        return "\n".join(shown) + (f"\n(and {more} more problems)" if more else "")
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise DataError(self._listing())
+
+    def finish(self, rows) -> set[int]:
+        """The indices of the bad rows to drop (policy `skip`), or a DataError naming them (policy `error`)."""
+        if not self.messages:
+            return set()
+        policy = self.policy or BadRows()
+        total = len(rows)
+        if policy.action == "error":
+            raise DataError(
+                f"{self._listing()}\n{len(self.reasons)} of {total} rows are bad: fix them, or set "
+                f"{policy.switch} to drop such rows (at most {100 * policy.max_fraction:g}% of a file)."
+            )
+        if len(self.reasons) > policy.max_fraction * total:
+            raise DataError(
+                f"{self._listing()}\n{len(self.reasons)} of {total} rows of {self.where} are bad, more than "
+                f"the {100 * policy.max_fraction:g}% that {policy.switch} may drop (max_bad_fraction): "
+                "is this the right file and schema?"
+            )
+        for index, reasons in sorted(self.reasons.items()):
+            policy.skipped.append(SkippedRow(self.where, index, tuple(reasons), dict(rows[index])))
+        return set(self.reasons)
 
 
 def data_format(path: Path) -> str | None:
@@ -147,18 +250,29 @@ def _load_saved(folder: Path, split: str, streaming: bool) -> Dataset | Iterable
     return saved.to_iterable_dataset() if streaming else saved
 
 
-def _looks_local(source: str) -> bool:
-    return (
-        source.startswith((".", "/", "~")) or data_format(Path(source)) is not None or source.count("/") > 1
-    )
+def source_name(source: str | Sequence[str]) -> str:
+    """A source as it is named in messages: the id / path, or the comma-separated paths of a list."""
+    return source if isinstance(source, str) else ", ".join(map(str, source))
 
 
-def load_rows(source: str, split: str = "train", *, streaming: bool = False) -> Dataset | IterableDataset:
+def load_rows(
+    source: str | Sequence[str], split: str = "train", *, streaming: bool = False
+) -> Dataset | IterableDataset:
     """Rows of a hub data set, a .json/.jsonl/.parquet file, a `save_to_disk` folder or a folder of data files.
 
     A single local file is the split itself; `split` picks a split of hub data sets, saved DatasetDicts and
-    folders whose file names carry split names (`test-00000.parquet`).
+    folders whose file names carry split names (`test-00000.parquet`). A list of local files is read as one.
     """
+    if not isinstance(source, str):
+        files = [Path(os.path.expanduser(str(item))) for item in source]
+        if not files:
+            raise DataError("an empty list of data files")
+        for path in files:
+            if not path.is_file():
+                raise DataError(f"{path}: no such file (in the list {source_name(source)})")
+            if data_format(path) is None:
+                raise DataError(f"{path}: not a .json, .jsonl or .parquet file (optionally compressed)")
+        return _load_files(files, source_name(source), streaming)
     path = Path(os.path.expanduser(source))
     if path.is_file():
         if data_format(path) is None:
@@ -168,7 +282,7 @@ def load_rows(source: str, split: str = "train", *, streaming: bool = False) -> 
         if _is_saved_dataset(path):
             return _load_saved(path, split, streaming)
         return _load_files(data_files(path, split), source, streaming)
-    if _looks_local(source):
+    if looks_like_local_path(source):
         raise DataError(f"{source}: no such file or folder")
     try:
         return datasets.load_dataset(source, split=split, streaming=streaming)

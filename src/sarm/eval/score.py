@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
+from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.eval.rewardbench2 import score_rewardbench2
@@ -30,13 +30,14 @@ def score_conversations(
     conversations: Sequence[list[Message]],
     batch_tokens: int = 16384,
     max_length: int = DEFAULT_MAX_LENGTH,
+    date_string: str = DEFAULT_DATE_STRING,
 ) -> np.ndarray:
     """Reward of each conversation (read at its final token), in input order."""
     if model.decoder is None:
         raise ValueError(
             "this reward model has no backbone loaded: load it with load_reward_model(dir) to score text"
         )
-    token_ids = tokenize_conversations(tokenizer, conversations, max_length)
+    token_ids = tokenize_conversations(tokenizer, conversations, max_length, date_string)
     rewards = np.full(len(token_ids), np.nan)
     device = module_device(model)
     with tqdm(total=len(token_ids), desc="scoring", unit="conv") as progress:
@@ -65,10 +66,13 @@ def score_completions(
     prompts: Sequence[BenchmarkPrompt],
     batch_tokens: int = 16384,
     max_length: int = DEFAULT_MAX_LENGTH,
+    date_string: str = DEFAULT_DATE_STRING,
 ) -> pd.DataFrame:
     """Per-completion rewards: columns id, subset, completion_index, is_correct, reward."""
     table, conversations = completion_table(prompts)
-    table["reward"] = score_conversations(model, tokenizer, conversations, batch_tokens, max_length)
+    table["reward"] = score_conversations(
+        model, tokenizer, conversations, batch_tokens, max_length, date_string
+    )
     return table
 
 

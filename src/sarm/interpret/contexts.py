@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.batching import pad_right, token_budget_batches
-from sarm.data.chat import format_conversation
+from sarm.data.chat import DEFAULT_DATE_STRING, format_conversation
 from sarm.data.records import Message, RMBenchItem
 from sarm.runtime import write_parquet_atomic
 
@@ -42,6 +42,7 @@ class ContextConfig:
     max_context_tokens: int = 64  # a context longer than this keeps its last tokens
     background_size: int = 2000  # random positions kept as non-activating examples for detection
     seed: int = 0
+    date_string: str = DEFAULT_DATE_STRING  # the chat template's date, as when training and scoring
 
     @classmethod
     def from_config(cls, interpret: dict, reward_model: dict) -> ContextConfig:
@@ -50,6 +51,7 @@ class ContextConfig:
             top_n=interpret["top_contexts"] + interpret["detection_contexts"],
             batch_tokens=reward_model["batch_tokens"],
             max_length=reward_model["max_length"],
+            date_string=reward_model.get("date_string", DEFAULT_DATE_STRING),
         )
 
 
@@ -116,7 +118,7 @@ def encode_conversation(
         raise ValueError(
             "feature contexts need a fast tokenizer (character offsets); this one is a slow tokenizer"
         )
-    text = format_conversation(tokenizer, messages).rstrip()  # same reward token as final_states
+    text = format_conversation(tokenizer, messages, config.date_string).rstrip()  # as in final_states
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     cut = max(0, len(encoded["input_ids"]) - config.max_length)
     ids, offsets = encoded["input_ids"][cut:], encoded["offset_mapping"][cut:]

@@ -33,10 +33,19 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 60.0
 EXPLANATION_COLUMNS = ["feature", "explanation", "score", "status", "raw"]
+BODY_SHOWN = 120  # bytes of a bad answer shown in the error
 
 
 class ExplainerError(RuntimeError):
     """A chat model could not answer; the message says why and what to do."""
+
+
+class BadAnswer(Exception):
+    """An endpoint answered (often HTTP 200) with a body that is not an OpenAI chat completion."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"HTTP {status} with a body that is not a chat completion: {body!r}")
+        self.status, self.body = status, body
 
 
 class ResponseCache:
@@ -144,30 +153,55 @@ class OpenAIExplainer(CachedChatModel):
             )
         return self._client
 
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or "api.openai.com"
+
+    def _answer(self, client, messages: list[Message]) -> str:
+        """One request; BadAnswer when the endpoint answers with something that is not a chat completion."""
+        raw = client.chat.completions.with_raw_response.create(
+            model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        try:
+            response = raw.parse()
+            choices = response.choices
+            if not isinstance(choices, list):  # JSON, but not a chat completion
+                raise AttributeError("choices")
+            content = choices[0].message.content if choices else ""
+        except (
+            json.JSONDecodeError,
+            UnicodeDecodeError,
+            AttributeError,
+            TypeError,
+            openai.APIResponseValidationError,
+        ) as err:
+            raise BadAnswer(raw.status_code, raw.http_response.content[:BODY_SHOWN]) from err
+        return content or ""
+
     def _generate(self, messages: list[Message]) -> str:
         client = self._get_client()
         for attempt in range(self.max_retries + 1):
             try:
-                response = client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                )
-                if not response.choices:
-                    return ""
-                return response.choices[0].message.content or ""
+                return self._answer(client, messages)
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as err:
                 reason = err
             except openai.APIStatusError as err:
                 if err.status_code < 500:
-                    raise ExplainerError(
-                        f"{self.model} at {self.base_url or 'api.openai.com'} refused: {err}"
-                    ) from err
+                    raise ExplainerError(f"{self.model} at {self.endpoint} refused: {err}") from err
+                reason = err
+            except BadAnswer as err:
                 reason = err
             if attempt == self.max_retries:
+                if isinstance(reason, BadAnswer):
+                    raise ExplainerError(
+                        f"{self.model} at {self.endpoint} answered HTTP {reason.status} with a body that is not "
+                        f"an OpenAI chat completion (first bytes: {reason.body!r}), {self.max_retries + 1} "
+                        "times: check that `interpret.explainer.base_url` is the OpenAI-compatible API root "
+                        "(often ending in /v1), not a web page, proxy or login page, and that the server "
+                        "serves /chat/completions"
+                    ) from reason
                 raise ExplainerError(
-                    f"{self.model} at {self.base_url or 'api.openai.com'} still failing after "
+                    f"{self.model} at {self.endpoint} still failing after "
                     f"{self.max_retries} retries: {reason}"
                 ) from reason
             delay = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2**attempt) * (1 + 0.1 * random.random())

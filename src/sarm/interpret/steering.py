@@ -2,6 +2,12 @@
 value-head weight, and re-score RewardBench 2 split into the target set T (Safety prompts with their chosen
 response) and its complement C (every other query-response pair).
 
+The feature is the one with the highest score s_i among those with a positive head weight w_i > 0: scaling
+a negative weight by 10 would move T to the left, the opposite of Figure 3a. The safety pairs that define
+s_i come from `source`: "rmbench_safety" (the AAAI text: RM-Bench's safety domains, chosen variant j against
+rejected variant j) or "rewardbench2_safety" (arXiv v3 and the authors' code: every correct completion of a
+RewardBench 2 Safety prompt against each incorrect one, 450 prompts x 3 = 1,350 pairs).
+
 Rewards before and after come from the same latents, r = z @ w and r' = z @ w', so a pair whose steered
 feature is zero keeps a bit-identical reward.
 """
@@ -24,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.batching import pad_right, token_budget_batches
-from sarm.data.chat import tokenize_conversations
+from sarm.data.chat import DEFAULT_DATE_STRING, tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message, PreferencePair, RMBenchItem
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
@@ -33,24 +39,33 @@ log = logging.getLogger(__name__)
 
 Latents = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids, mask) -> (B, M) final-token latents
 TARGET, COMPLEMENT = "T", "C"
+SOURCES = ("rmbench_safety", "rewardbench2_safety")
 
 
 @dataclass(frozen=True)
 class SteeringConfig:
     scale: float = 10.0  # factor on the chosen feature's head weight
-    domains: tuple[str, ...] = ("safety-refuse", "safety-response")  # RM-Bench domains defining s_i
+    source: str = "rmbench_safety"  # where the safety pairs defining s_i come from (SOURCES)
+    domains: tuple[str, ...] = ("safety-refuse", "safety-response")  # RM-Bench domains (rmbench_safety)
     target_subset: str = "Safety"
     batch_tokens: int = 8192
     max_length: int = 4096
+    date_string: str = DEFAULT_DATE_STRING  # the chat template's date, as when training and scoring
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"steering `source` must be one of {SOURCES}, got {self.source!r}")
 
     @classmethod
     def from_config(cls, steering: dict, reward_model: dict) -> SteeringConfig:
         """From the validated `steering` and `reward_model` config sections."""
         return cls(
             scale=float(steering["scale"]),
-            domains=tuple(steering["domains"]),
+            source=steering.get("source", cls.source),
+            domains=tuple(steering.get("domains", cls.domains)),
             batch_tokens=reward_model["batch_tokens"],
             max_length=reward_model["max_length"],
+            date_string=reward_model.get("date_string", DEFAULT_DATE_STRING),
         )
 
 
@@ -80,6 +95,43 @@ def safety_pairs(items: Sequence[RMBenchItem], domains: Sequence[str]) -> list[P
             f"no RM-Bench items in the steering domains {list(domains)} (config `steering.domains`)"
         )
     return pairs
+
+
+def rewardbench2_safety_pairs(
+    prompts: Sequence[BenchmarkPrompt], subset: str = "Safety"
+) -> list[PreferencePair]:
+    """Each correct completion of a RewardBench 2 `subset` prompt against each incorrect one (arXiv v3 and the
+    authors' code: 450 Safety prompts x 3 rejected = 1,350 pairs)."""
+    pairs = [
+        PreferencePair(prompt.conversation(good), prompt.conversation(bad), source=prompt.subset)
+        for prompt in prompts
+        if prompt.subset == subset
+        for good in range(prompt.num_correct)
+        for bad in range(prompt.num_correct, len(prompt.completions))
+    ]
+    if not pairs:
+        raise ValueError(f"RewardBench 2 has no {subset!r} prompts with a rejected completion to pair")
+    return pairs
+
+
+def steering_pairs(
+    config: SteeringConfig, rmbench_items: Sequence[RMBenchItem], prompts: Sequence[BenchmarkPrompt]
+) -> list[PreferencePair]:
+    """The safety pairs of `config.source` (each data set already cut to its `data.<name>.limit`)."""
+    if config.source == "rewardbench2_safety":
+        return rewardbench2_safety_pairs(prompts, config.target_subset)
+    return safety_pairs(rmbench_items, config.domains)
+
+
+def choose_feature(scores: torch.Tensor, head_weight: torch.Tensor) -> int:
+    """The feature with the highest s_i among those whose head weight is positive (it raises the reward)."""
+    positive = head_weight.float().cpu() > 0
+    if not bool(positive.any()):
+        raise ValueError(
+            "no feature has a positive value-head weight, so scaling one cannot raise the reward of the "
+            "target set (Figure 3a); is the head trained?"
+        )
+    return int(torch.where(positive, scores.float().cpu(), float("-inf")).argmax())
 
 
 def feature_scores(chosen_latents: torch.Tensor, rejected_latents: torch.Tensor) -> torch.Tensor:
@@ -121,7 +173,7 @@ def iter_latents(
     desc: str = "latents",
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices into `conversations`, their (b, M) final-token latents) batch by batch."""
-    token_ids = tokenize_conversations(tokenizer, conversations, config.max_length)
+    token_ids = tokenize_conversations(tokenizer, conversations, config.max_length, config.date_string)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for batch in tqdm(
         token_budget_batches([len(t) for t in token_ids], config.batch_tokens), desc=desc, unit="batch"
@@ -176,7 +228,9 @@ def steering_summary(
         "head_edit": {"feature": feature, "scale": config.scale},
         "head_weight_before": weight,
         "head_weight_after": weight * config.scale,
-        "domains": list(config.domains),
+        "selection": "highest s_i among features with a positive head weight",
+        "source": config.source,
+        "domains": list(config.domains) if config.source == "rmbench_safety" else [config.target_subset],
     }
     for name, label in ((TARGET, "target"), (COMPLEMENT, "complement")):
         part = rewards[rewards["set"] == name]
@@ -216,23 +270,27 @@ def run_steering(
     device: torch.device | str = "cpu",
 ) -> SteeringResult:
     """The whole of Figure 3 for a SARM: `latents_fn` = `SARM.latents`, `head_weight` = `SARM.head_weight()`."""
-    pairs = safety_pairs(rmbench_items, config.domains)
-    log.info("feature scores from %d safety pairs (%s)", len(pairs), ", ".join(config.domains))
+    pairs = steering_pairs(config, rmbench_items, prompts)
+    log.info("feature scores from %d safety pairs (%s)", len(pairs), config.source)
     chosen = activation_sums(latents_fn, tokenizer, [p.chosen for p in pairs], config, device)
     rejected = activation_sums(latents_fn, tokenizer, [p.rejected for p in pairs], config, device)
     scores = feature_scores(chosen, rejected)
-    feature = int(scores.argmax())
     weight = head_weight.detach().float().cpu()
+    feature = choose_feature(scores, weight)
+    best = int(scores.argmax())
     steered = steered_head_weight(weight, feature, config.scale)
     log.info(
-        "steering feature %d: s = %.4f, head weight %.4g -> %.4g",
+        "steering feature %d: highest s among the %d features with w > 0 (s = %.4f, head weight %.4g -> %.4g);"
+        " highest s overall: feature %d (s = %.4f, w = %.4g)",
         feature,
+        int((weight > 0).sum()),
         scores[feature],
         weight[feature],
         steered[feature],
+        best,
+        scores[best],
+        weight[best],
     )
-    if weight[feature] == 0:
-        log.warning("feature %d has a zero head weight: scaling it changes no reward", feature)
 
     table = query_response_pairs(prompts, config.target_subset)
     by_id = {p.id: p for p in prompts}

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_scheduler
 
+from sarm.backbone import last_token_index
 from sarm.batching import pad_right
 from sarm.data.chat import DEFAULT_MAX_LENGTH
 from sarm.rm.models import SARM, RewardModel, save_reward_model
@@ -52,7 +53,11 @@ LOG_COLUMNS = (
     "heldout_loss",
     "heldout_accuracy",
 )
-RESUMABLE_CHANGES = ("checkpoint_every", "eval_every")  # the only config keys that may change on resume
+# Config keys that may change between a checkpoint and its resumption: they change how, not what, is trained.
+RESUMABLE_CHANGES = ("checkpoint_every", "eval_every", "sharding", "activation_checkpointing")
+SHARDINGS = ("ddp", "fsdp")
+RECON_TOKENS = ("final", "assistant_turn")
+MIXED_PRECISIONS = ("bf16", "fp32")
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -81,10 +86,22 @@ class BTTrainConfig:
     seed: int = 0
     train_backbone: bool = True
     recon_coef: float = 0.0  # > 0 adds the SAE reconstruction loss and unfreezes the SAE (upstream: 1.0)
+    # Tokens the reconstruction loss averages over: "final" (the reward token) or "assistant_turn" (every
+    # token of the last assistant turn, masked normalised MSE: the authors' mode 3 with a token-level SAE).
+    recon_tokens: str = "final"
     checkpoint_every: int = 50  # optimizer steps
     eval_every: int = 50  # optimizer steps between held-out evaluations (and at the end)
     max_length: int = DEFAULT_MAX_LENGTH  # for tokenize_pairs / final_token_states (left truncation)
-    gradient_checkpointing: bool = False
+    sharding: str = "fsdp"
+    """How a multi-process job spreads the model: "ddp" replicates it (16 bytes per trainable parameter on
+    every GPU: fp32 weights, gradients, AdamW); "fsdp" shards weights, gradients and optimizer state (torch
+    FSDP2 `fully_shard`, one unit per decoder layer). A single process never shards."""
+    mixed_precision: str = "bf16"
+    """With "bf16", on GPU: bfloat16 matmuls over fp32 master weights and optimizer state; "fp32": float32
+    throughout. CPU runs are always fp32."""
+    activation_checkpointing: bool = True
+    """Recompute each decoder layer's activations in the backward pass instead of storing them (backbone
+    training only)."""
 
     def __post_init__(self):
         positive = (
@@ -106,8 +123,18 @@ class BTTrainConfig:
             )
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"training config `warmup_ratio` must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.sharding not in SHARDINGS:
+            raise ValueError(f"training config `sharding` must be one of {SHARDINGS}, got {self.sharding!r}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(
+                f"training config `mixed_precision` must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}"
+            )
         if self.recon_coef < 0 or self.weight_decay < 0:
             raise ValueError("training config `recon_coef` and `weight_decay` must not be negative")
+        if self.recon_tokens not in RECON_TOKENS:
+            raise ValueError(
+                f"training config `recon_tokens` must be one of {RECON_TOKENS}, got {self.recon_tokens!r}"
+            )
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "training") -> BTTrainConfig:
@@ -129,12 +156,22 @@ class _PairScorer(nn.Module):
         self.model, self.recon = model, recon
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = None
         if "states" in batch:
             states = batch["states"]
+        elif self.recon and "turn_mask" in batch:  # reconstruction over the last assistant turn
+            hidden = self.model.residual(batch["input_ids"], batch["attention_mask"])
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            states = hidden[rows, last_token_index(batch["attention_mask"])]
         else:
             states = self.model.final_states(batch["input_ids"], batch["attention_mask"])
         rewards = self.model.rewards_from_states(states)
-        recon = self.model.reconstruction_loss(states) if self.recon else rewards.new_zeros(())
+        if not self.recon:
+            recon = rewards.new_zeros(())
+        elif hidden is not None:
+            recon = self.model.reconstruction_loss(hidden, batch["turn_mask"])
+        else:
+            recon = self.model.reconstruction_loss(states)
         return rewards, recon
 
 
@@ -145,7 +182,14 @@ def _micro_batch(data: Pairs, indices: list[int], device: torch.device) -> dict[
         return {"states": torch.cat([data.chosen[index], data.rejected[index]]).to(device)}
     sequences = [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
     input_ids, attention_mask = pad_right(sequences, data.pad_id)
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    batch = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    if data.chosen_starts is not None:  # the last assistant turn of each conversation, up to its last token
+        starts = torch.tensor(
+            [data.chosen_starts[i] for i in indices] + [data.rejected_starts[i] for i in indices]
+        )
+        positions = torch.arange(input_ids.shape[1])
+        batch["turn_mask"] = ((positions >= starts[:, None]) & attention_mask.bool()).to(device)
+    return batch
 
 
 @dataclass(frozen=True)
@@ -209,9 +253,21 @@ def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
         raise ValueError("cached final-token states cannot train the backbone: set `train_backbone: false`")
     if cfg.recon_coef > 0 and not isinstance(model, SARM):
         raise ValueError("`recon_coef` > 0 needs a SARM (there is no SAE in a vanilla reward model)")
+    if (
+        cfg.recon_coef > 0
+        and cfg.recon_tokens == "assistant_turn"
+        and getattr(data, "chosen_starts", None) is None
+    ):
+        raise ValueError(
+            "`recon_tokens: assistant_turn` needs tokenized pairs with their last-turn starts "
+            "(tokenize_pairs(..., last_turns=True)); cached final-token states have one token per conversation"
+        )
     model.requires_grad_(False)
     model.head.requires_grad_(True)
     model.trained_parts = {"head"}
+    if getattr(model, "trains_encoder", False):  # the paper's random-init ablation: nn.Linear(d, M) trained
+        model.sae.requires_grad_(True)
+        model.trained_parts.add("encoder")
     if cfg.train_backbone:
         if model.decoder is None:
             raise ValueError("train_backbone is set but the model was built without its backbone")
@@ -219,8 +275,12 @@ def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
         if hasattr(model, "final_norm"):
             model.final_norm.requires_grad_(True)
         model.trained_parts.add("backbone")
-        if cfg.gradient_checkpointing:
-            model.decoder.gradient_checkpointing_enable()
+        if cfg.activation_checkpointing:
+            # Non-reentrant checkpointing: works with FSDP2 (re-gathers a layer for its recomputation).
+            if hasattr(model.decoder, "activation_checkpointing_enable"):  # transformers >= 5.x
+                model.decoder.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                model.decoder.gradient_checkpointing_enable({"use_reentrant": False})
     if cfg.recon_coef > 0:
         model.sae.requires_grad_(True)
         model.trained_parts.add("sae")
@@ -228,30 +288,95 @@ def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
 
 @torch.no_grad()
 def pairwise_accuracy(
-    model: RewardModel, data: Pairs, batch_size: int, ctx: _Dist | None = None
+    model: RewardModel,
+    data: Pairs,
+    batch_size: int,
+    ctx: _Dist | None = None,
+    mixed_precision: str = "bf16",
+    scorer: _PairScorer | None = None,
 ) -> tuple[float, float]:
     """(mean BT loss, fraction with r_chosen > r_rejected) over `data`, sharded across processes."""
     ctx = ctx or _Dist(0, 1, module_device(model))
     was_training = model.training
     model.eval()
-    scorer = _PairScorer(model, recon=False)
+    if scorer is None:  # a sharded model is only run through its FSDP root, the training scorer
+        scorer = _PairScorer(model, recon=False)
+    recon, scorer.recon = scorer.recon, False
     loss_sum = correct = 0.0
     indices = list(range(ctx.rank, len(data), ctx.world))
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
-        with _autocast(ctx.device):
+    # Every process runs the same number of forward passes (FSDP gathers weights collectively): a process
+    # with fewer pairs repeats pair 0 and does not count it.
+    batches = math.ceil(math.ceil(len(data) / ctx.world) / batch_size)
+    for b in range(batches):
+        chunk = indices[b * batch_size : (b + 1) * batch_size]
+        counted = len(chunk)
+        chunk = chunk or [0]
+        with _autocast(ctx.device, mixed_precision):
             rewards, _ = scorer(_micro_batch(data, chunk, ctx.device))
         r_chosen, r_rejected = rewards.float().split(len(chunk))
-        loss_sum += bradley_terry_loss(r_chosen, r_rejected).item() * len(chunk)
-        correct += (r_chosen > r_rejected).sum().item()
+        if counted:
+            loss_sum += bradley_terry_loss(r_chosen, r_rejected).item() * counted
+            correct += (r_chosen > r_rejected).sum().item()
     model.train(was_training)
+    scorer.recon = recon
     loss_sum, correct = _all_sum([loss_sum, correct], ctx)
     return loss_sum / max(len(data), 1), correct / max(len(data), 1)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on GPU (the paper's precision); plain float32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, mixed_precision: str = "bf16"):
+    """bf16 autocast on GPU (the paper's precision) unless `mixed_precision: fp32`; plain float32 on CPU."""
+    if device.type == "cuda" and mixed_precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _shard(scorer: _PairScorer, cfg: BTTrainConfig, ctx: _Dist) -> None:
+    """FSDP2: one unit per decoder layer, then the root: the scorer, whose forward every pass goes through
+    (it gathers the embeddings, SAE and head). Parameters become DTensors sharded over the processes."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy()
+    if ctx.device.type == "cuda" and cfg.mixed_precision == "bf16":
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if scorer.model.decoder is not None:
+        for layer in _decoder_layers(scorer.model.decoder):
+            fully_shard(layer, mp_policy=policy)
+    fully_shard(scorer, mp_policy=policy)
+
+
+def _decoder_layers(decoder: nn.Module) -> list[nn.Module]:
+    inner = getattr(decoder, "model", decoder)
+    return list(getattr(inner, "layers", []))
+
+
+def _sharded(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _reshard(root: nn.Module) -> None:
+    """Put every FSDP unit back in its sharded state: the root stays unsharded after a no-grad forward (the
+    held-out evaluation), its parameters then being views of an all-gather buffer that is freed later."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in root.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def _gather_full_parameters(model: nn.Module, keep: bool) -> None:
+    """Replace every sharded parameter by its full tensor (collective); `keep` False frees them instead.
+
+    After training, so that the main process saves plain tensors with save_reward_model.
+    """
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if isinstance(param, DTensor):
+                full = param.full_tensor().detach().cpu()
+                module._parameters[name] = nn.Parameter(full if keep else full[:0], param.requires_grad)
 
 
 def _read_log(path: Path, upto_step: int) -> list[dict]:
@@ -265,11 +390,26 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(path: Path, step: int, model, optimizer, scheduler, cfg, world: int) -> None:
+def _save_checkpoint(
+    path: Path, step: int, model, optimizer, scheduler, cfg, world: int, main: bool = True
+) -> None:
+    """Called by every process (gathering a sharded state is collective); the main process writes."""
+    if _sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        trainable_state = {n: v for n, v in model_state.items() if n in trainable}
+        optimizer_state = {"format": "full", "state": optimizer_state}
+    elif main:
+        trainable_state, optimizer_state = _trainable_state(model), optimizer.state_dict()
+    if not main:
+        return
     state = {
         "step": step,
-        "trainable": _trainable_state(model),
-        "optimizer": optimizer.state_dict(),
+        "trainable": trainable_state,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict(),
         "config": dataclasses.asdict(cfg),
         "world_size": world,
@@ -282,11 +422,26 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, cfg, ctx: _Dist) -
     check_resumable(state["config"], dataclasses.asdict(cfg), path, may_change=RESUMABLE_CHANGES)
     if state["world_size"] != ctx.world:
         log.warning("resuming a %d-process run with %d processes", state["world_size"], ctx.world)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["trainable"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
+    if _sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        if state["optimizer"].get("format") != "full":
+            raise ValueError(f"{path} was written without sharding: resume it with `sharding: ddp`")
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=state["trainable"],
+            optim_state_dict=state["optimizer"]["state"],
+            options=StateDictOptions(full_state_dict=True, strict=False),
+        )
+    else:
+        if state["optimizer"].get("format") == "full":
+            raise ValueError(f"{path} was written by a sharded run: resume it with `sharding: fsdp`")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     log.info("resumed from %s at step %d", path, state["step"])
     return state["step"]
@@ -306,8 +461,9 @@ def _accumulate_gradients(
     for j, indices in enumerate(micro):
         if _all_sum([float(term.requested)], ctx)[0] > 0:
             return None
-        sync = j == len(micro) - 1 or ctx.world == 1
-        with nullcontext() if sync else scorer.no_sync(), _autocast(ctx.device):
+        # DDP reduces gradients once per global batch; FSDP reduce-scatters every micro-batch (sharded sums).
+        sync = j == len(micro) - 1 or ctx.world == 1 or not hasattr(scorer, "no_sync")
+        with nullcontext() if sync else scorer.no_sync(), _autocast(ctx.device, cfg.mixed_precision):
             rewards, recon = scorer(_micro_batch(data, indices, ctx.device))
             r_chosen, r_rejected = rewards.float().split(len(indices))
             bt_sum = bradley_terry_loss(r_chosen, r_rejected) * len(indices)
@@ -342,7 +498,9 @@ def train_reward_model(
     _set_trainable(model, cfg, train)
     model.to(ctx.device).train()
     scorer = _PairScorer(model, recon=cfg.recon_coef > 0)
-    if ctx.world > 1:
+    if ctx.world > 1 and cfg.sharding == "fsdp":
+        _shard(scorer, cfg, ctx)
+    elif ctx.world > 1:
         scorer = DistributedDataParallel(
             scorer, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
@@ -373,8 +531,8 @@ def train_reward_model(
             totals = _accumulate_gradients(scorer, train, batch, cfg, ctx, term)
             if totals is None:  # SIGTERM: the parameters are still those after `step` steps
                 optimizer.zero_grad(set_to_none=True)
+                _save_checkpoint(checkpoint, step, model, optimizer, scheduler, cfg, ctx.world, ctx.main)
                 if ctx.main:
-                    _save_checkpoint(checkpoint, step, model, optimizer, scheduler, cfg, ctx.world)
                     log.warning("SIGTERM: checkpointed at step %d; run again to resume", step)
                 if ctx.world > 1:
                     dist.barrier()  # no process may exit (and make torchrun kill the rest) before the save
@@ -401,7 +559,12 @@ def train_reward_model(
             }
             if heldout is not None and (step % cfg.eval_every == 0 or step == total_steps):
                 row["heldout_loss"], row["heldout_accuracy"] = pairwise_accuracy(
-                    model, heldout, 2 * cfg.micro_batch, ctx
+                    model,
+                    heldout,
+                    2 * cfg.micro_batch,
+                    ctx,
+                    cfg.mixed_precision,
+                    scorer if _sharded(model) else None,
                 )
             rows.append(row)
             if ctx.main:
@@ -413,11 +576,15 @@ def train_reward_model(
                     row["loss"],
                     row["train_accuracy"],
                 )
-                if step % cfg.checkpoint_every == 0 and step < total_steps:
-                    _save_checkpoint(checkpoint, step, model, optimizer, scheduler, cfg, ctx.world)
+            if step % cfg.checkpoint_every == 0 and step < total_steps:
+                _save_checkpoint(checkpoint, step, model, optimizer, scheduler, cfg, ctx.world, ctx.main)
             if on_step is not None:
                 on_step(step)
 
+    if _sharded(model):
+        del optimizer
+        _reshard(scorer)
+        _gather_full_parameters(model, keep=ctx.main)
     if ctx.main:
         save_reward_model(model, out_dir)
         checkpoint.unlink(missing_ok=True)

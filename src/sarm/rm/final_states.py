@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states, last_token_index
 from sarm.batching import pad_right, token_budget_batches
-from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
+from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.data.specs import load_dataset_spec
@@ -60,12 +60,14 @@ def iter_final_token_states(
         decoder.train(was_training)
 
 
-def dataset_conversations(dataset: str, spec: dict) -> list[list[Message]]:
-    """preferences: every chosen then every rejected conversation; rewardbench2: every completion."""
+def dataset_conversations(dataset: str, spec: dict, skipped_rows=None) -> list[list[Message]]:
+    """preferences: every chosen then every rejected conversation; rewardbench2: every completion.
+
+    `skipped_rows`: where to list the rows dropped under `bad_rows: skip` (see load_dataset_spec)."""
     if dataset == "preferences":
-        return pair_conversations(load_dataset_spec(dataset, spec))
+        return pair_conversations(load_dataset_spec(dataset, spec, skipped_rows))
     if dataset == "rewardbench2":
-        return completion_table(load_dataset_spec(dataset, spec))[1]
+        return completion_table(load_dataset_spec(dataset, spec, skipped_rows))[1]
     raise ValueError(f"no conversations defined for dataset {dataset!r}")
 
 
@@ -78,6 +80,7 @@ def final_token_states(
     out_path: str | Path,
     max_length: int = DEFAULT_MAX_LENGTH,
     chunk_size: int = 1024,
+    date_string: str = DEFAULT_DATE_STRING,
 ) -> Path:
     """Store each conversation's final-token residual state per layer as `layer{L}` (N, d) in a safetensors file.
 
@@ -85,7 +88,7 @@ def final_token_states(
     """
     out_path = Path(out_path)
     parts = out_path.with_name(out_path.name + ".parts")
-    inputs = fingerprint([list(layers), max_length, chunk_size], *conversations)
+    inputs = fingerprint([list(layers), max_length, chunk_size, date_string], *conversations)
     manifest = parts / "manifest.json"
     if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != inputs):
         log.warning("%s holds parts of a different input; starting over", parts)
@@ -106,7 +109,7 @@ def final_token_states(
         if chunk_file.exists():
             continue
         chunk = conversations[start : start + chunk_size]
-        token_ids = tokenize_conversations(tokenizer, chunk, max_length)
+        token_ids = tokenize_conversations(tokenizer, chunk, max_length, date_string)
         collected: dict[int, torch.Tensor] = {}
         for batch, states in iter_final_token_states(
             decoder, token_ids, layers, batch_tokens, tokenizer.pad_token_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -15,33 +16,58 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoConfig
 
 from sarm.backbone import load_tokenizer
+from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.specs import load_dataset_spec
 from sarm.rm.bradley_terry import BTTrainConfig, train_reward_model
 from sarm.rm.final_states import load_final_token_states
-from sarm.rm.models import RewardModel, build_sarm, build_vanilla_rm, random_sae_like
+from sarm.rm.models import (
+    DEFAULT_HEAD_INIT,
+    DEFAULT_HEAD_INPUT,
+    LinearEncoder,
+    RewardModel,
+    build_sarm,
+    build_vanilla_rm,
+    random_sae_like,
+)
 from sarm.rm.pairs import CachedPairs, tokenize_pairs
 from sarm.sae.model import TopKSAE
 
 log = logging.getLogger(__name__)
 
-# Keys of the workflow's `reward_model` section that are not training hyperparameters.
-_NOT_TRAINING = ("heldout_fraction", "batch_tokens", "head_input", "head_init")
+# Keys of the workflow's `reward_model` section that are not training hyperparameters, with their defaults
+# (the schema has the same ones; tests/test_config.py compares them).
+MODEL_DEFAULTS = {
+    "heldout_fraction": 0.0,  # the paper trains on all of Skywork; > 0 keeps a validation split
+    "batch_tokens": 32768,
+    "head_input": DEFAULT_HEAD_INPUT,
+    "head_init": DEFAULT_HEAD_INIT,
+    "date_string": DEFAULT_DATE_STRING,  # the date Llama-3 chat templates write (sarm.data.chat)
+}
+_NOT_TRAINING = tuple(MODEL_DEFAULTS)
+ENCODERS = ("sequence", "token", "sequence_punct", "random", "random_topk", "vanilla")
 
 
 @dataclass
 class RewardModelJob:
     backbone: str  # hub id or local folder
     layer: int
-    encoder: str  # sequence | token | random (SARM) or vanilla
+    encoder: (
+        str  # sequence | token | sequence_punct (pretrained SAE) | random | random_topk (SARM) or vanilla
+    )
     out_dir: str
     preferences: dict  # data.preferences of the config: source, split, limit
     reward_model: dict  # the config's reward_model section
-    sae_dir: str | None = (
-        None  # pretrained SAE (for `random`: the SAE whose shape and input scale are copied)
-    )
+    sae_dir: str | None = None  # pretrained SAE (for `random_topk`: the SAE whose shape and scale are copied)
     states: str | None = None  # cached final-token states (frozen backbone) or None
+    latents: int | None = None  # M of the `random` linear encoder (default: the SAE's at sae_dir)
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"reward-model encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        self.reward_model = {**MODEL_DEFAULTS, **self.reward_model}
 
     def training_config(self) -> BTTrainConfig:
         settings = {k: v for k, v in self.reward_model.items() if k not in _NOT_TRAINING}
@@ -59,16 +85,23 @@ def build_model(job: RewardModelJob) -> RewardModel:
     with_backbone = job.states is None
     if job.encoder == "vanilla":
         return build_vanilla_rm(job.backbone, job.layer, with_backbone=with_backbone)
-    sae = TopKSAE.load(job.sae_dir)
-    if job.encoder == "random":
-        sae = random_sae_like(sae, seed=job.reward_model.get("seed", 0))
+    seed = job.reward_model.get("seed", 0)
+    if job.encoder == "random":  # the paper's Table 2 row: a trained nn.Linear(d, M) with bias
+        latents = job.latents if job.latents is not None else TopKSAE.load(job.sae_dir).latents
+        sae = LinearEncoder(AutoConfig.from_pretrained(job.backbone).hidden_size, latents, seed=seed)
+        origin = "random (trained linear layer, the paper's ablation)"
+    elif job.encoder == "random_topk":
+        sae = random_sae_like(TopKSAE.load(job.sae_dir), seed=seed)
+        origin = "random (frozen random TopK SAE)"
+    else:
+        sae, origin = TopKSAE.load(job.sae_dir), f"pretrained ({job.encoder}-level SAE)"
     return build_sarm(
         job.backbone,
         job.layer,
         sae,
         head_input=job.reward_model["head_input"],
         head_init=job.reward_model["head_init"],
-        encoder_origin="random" if job.encoder == "random" else f"pretrained ({job.encoder}-level SAE)",
+        encoder_origin=origin,
         with_backbone=with_backbone,
     )
 
@@ -79,7 +112,15 @@ def training_data(job: RewardModelJob, cfg: BTTrainConfig):
         pairs = CachedPairs.from_states(load_final_token_states(job.states, job.layer))
     else:
         tokenizer = load_tokenizer(job.backbone)
-        pairs = tokenize_pairs(tokenizer, load_dataset_spec("preferences", job.preferences), cfg.max_length)
+        skipped = Path(job.out_dir) / "preferences.skipped_rows.jsonl"  # rows dropped by `bad_rows: skip`
+        preferences = load_dataset_spec("preferences", job.preferences, skipped)
+        pairs = tokenize_pairs(
+            tokenizer,
+            preferences,
+            cfg.max_length,
+            job.reward_model["date_string"],
+            last_turns=cfg.recon_coef > 0 and cfg.recon_tokens == "assistant_turn",
+        )
     train, heldout = heldout_split(len(pairs), job.reward_model["heldout_fraction"], cfg.seed)
     log.info("%d training pairs, %d held out", len(train), len(heldout))
     return _subset(pairs, train), (_subset(pairs, heldout) if len(heldout) else None)
@@ -89,14 +130,29 @@ def _subset(pairs, indices):
     if isinstance(pairs, CachedPairs):
         index = torch.as_tensor(indices)
         return CachedPairs(pairs.chosen[index], pairs.rejected[index])
-    return type(pairs)([pairs.chosen[i] for i in indices], [pairs.rejected[i] for i in indices], pairs.pad_id)
+    return pairs.subset(indices)
 
 
 def run(job: RewardModelJob) -> None:
     cfg = job.training_config()
+    # torch seeds its default generator at random in each process: without this, the head's initial
+    # weights (and so the trained model) would differ between two runs of the same job.
+    torch.manual_seed(cfg.seed)
     model = build_model(job)
     train, heldout = training_data(job, cfg)
     train_reward_model(model, train, cfg, job.out_dir, heldout=heldout)  # saves the model when done
+
+
+def package_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child Python that must import this `sarm` (installed or only on sys.path).
+
+    Rule scripts in a conda env reach the package through the sys.path Snakemake hands them, which a
+    child process does not inherit; PYTHONPATH does.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    source = str(Path(__file__).resolve().parents[2])
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (source, environ.get("PYTHONPATH")) if p)
+    return environ
 
 
 def launch(job: RewardModelJob, gpus: int) -> None:
@@ -110,7 +166,7 @@ def launch(job: RewardModelJob, gpus: int) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}"]
     command += ["-m", "sarm.rm.launch", str(spec)]
     log.info("launching %s", " ".join(command))
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=package_env())
 
 
 def main(argv: list[str] | None = None) -> None:

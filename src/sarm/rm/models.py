@@ -1,8 +1,18 @@
 """SARM (truncated backbone -> frozen SAE encoder -> linear value head on the latents) and a vanilla RM.
 
 Both read the residual stream at the final token of the chat-formatted prompt + response:
-    SARM:    r = sum_i z_i w_i,  z = TopK(W_enc (x - b_pre) + b_enc)   (no bias in the head)
+    SARM:    r = sum_i z_i w_i,  z = TopK(W_enc (x' - b_pre) + b_enc)  (no bias in the head)
     vanilla: r = w . x           (x through the backbone's final norm when the layer is the full depth)
+
+The SARM value head starts at zero (`head_init="zero"`, the authors' code; the paper's weights of 1e-4..1e-3
+fit a zero start at lr 4e-6), so the sign of a learned weight says whether its feature raises or lowers the
+reward; a random start (`"normal"`, std 0.02) would leave most signs as initialised after ~460 steps. The
+vanilla RM keeps the usual normal init of a sequence-classification head.
+
+Table 2's random-init ablation: the paper replaces the SAE encoder "with a randomly initialized linear layer
+containing the same number of parameters", and the authors' code trains a plain nn.Linear(d, M) with bias
+(no TopK, no input normalisation) before the head: `LinearEncoder` (experiment `encoder: random`). A frozen
+random TopK SAE of the pretrained SAE's shape is the other variant, `random_sae_like` (`encoder: random_topk`).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from transformers import AutoConfig
 from transformers.utils import cached_file
 
 from sarm.backbone import device_and_dtype, last_token_index, load_decoder
+from sarm.rm.backbone_record import backbone_record, resolve_backbone
 from sarm.rm.head_edits import apply_head_edits, read_head_edits
 from sarm.runtime import atomic_write, write_json_atomic
 from sarm.sae.model import TopKSAE
@@ -33,7 +44,9 @@ WEIGHTS_FILE = "reward_model.safetensors"
 SAE_DIR = "sae"
 FORMAT_VERSION = 1
 HEAD_INPUTS = ("topk", "pre_activations")
-HEAD_INITS = ("normal", "zero")
+HEAD_INITS = ("zero", "normal")
+DEFAULT_HEAD_INPUT, DEFAULT_HEAD_INIT = "topk", "zero"  # the workflow schema has the same defaults
+LINEAR_ENCODER_WEIGHTS, LINEAR_ENCODER_CONFIG = "linear_encoder.safetensors", "linear_encoder.json"
 HEAD_INIT_STD = 0.02  # transformers' initializer_range, as for LlamaForSequenceClassification's score head
 
 
@@ -95,20 +108,79 @@ class RewardModel(nn.Module, ABC):
         return {}
 
 
+class LinearEncoder(nn.Module):
+    """Table 2's random-init encoder as the paper and the authors' code (`LlamaBaseline`) have it:
+    nn.Linear(d, M) with bias, randomly initialised (N(0, 0.02), bias 0, seeded) and trained with the head;
+    no TopK and no input normalisation, so every one of the M outputs reaches the head."""
+
+    def __init__(self, d_model: int, latents: int, *, seed: int | None = None):
+        super().__init__()
+        for name, value in (("d_model", d_model), ("latents", latents)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LinearEncoder: `{name}` must be a positive integer, got {value!r}")
+        self.d_model = d_model
+        self.linear = nn.Linear(d_model, latents)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        with (
+            torch.no_grad()
+        ):  # as transformers' post_init does in the authors' LlamaBaseline: N(0, 0.02), bias 0
+            self.linear.weight.normal_(0.0, HEAD_INIT_STD, generator=generator)
+            self.linear.bias.zero_()
+
+    @property
+    def latents(self) -> int:
+        return self.linear.out_features
+
+    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.linear.weight.dtype)
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.normalize_input(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the head reads: all M outputs of the linear layer (dense, signed)."""
+        return self.pre_activations(x)
+
+    def save(self, directory: str | Path, info: dict | None = None) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
+        atomic_write(directory / LINEAR_ENCODER_WEIGHTS, lambda tmp: save_file(tensors, tmp))
+        config = {"kind": "linear", "d_model": self.d_model, "latents": self.latents, "info": info or {}}
+        write_json_atomic(config, directory / LINEAR_ENCODER_CONFIG)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LinearEncoder:
+        directory = Path(directory)
+        config_path = directory / LINEAR_ENCODER_CONFIG
+        if not config_path.is_file():
+            raise RewardModelError(
+                f"{config_path} is missing: is {directory} a folder written by LinearEncoder.save?"
+            )
+        config = json.loads(config_path.read_text())
+        encoder = cls(config["d_model"], config["latents"])
+        encoder.load_state_dict(load_file(directory / LINEAR_ENCODER_WEIGHTS))
+        return encoder
+
+
 class SARM(RewardModel):
-    """Truncated backbone, SAE encoder at layer l (frozen unless trained with a reconstruction loss), value head."""
+    """Truncated backbone, SAE encoder at layer l (frozen unless trained with a reconstruction loss), value head.
+
+    With a `LinearEncoder` (the paper's random-init ablation) the encoder is trained with the head.
+    """
 
     kind = "sarm"
 
     def __init__(
         self,
         decoder: nn.Module | None,
-        sae: TopKSAE,
+        sae: TopKSAE | LinearEncoder,
         *,
         backbone_source: str,
         layer: int,
-        head_input: str = "topk",
-        head_init: str = "normal",
+        head_input: str = DEFAULT_HEAD_INPUT,
+        head_init: str = DEFAULT_HEAD_INIT,
         encoder_origin: str = "pretrained",
     ):
         super().__init__(decoder, backbone_source, layer)
@@ -121,6 +193,7 @@ class SARM(RewardModel):
                 f"SAE expects d_model={sae.d_model}, backbone hidden size is {decoder.config.hidden_size}"
             )
         self.sae = sae.requires_grad_(False)
+        self.trains_encoder = isinstance(sae, LinearEncoder)  # bradley_terry unfreezes it with the head
         self.head = nn.Linear(sae.latents, 1, bias=False)
         self.head_input, self.head_init, self.encoder_origin = head_input, head_init, encoder_origin
         with torch.no_grad():
@@ -157,20 +230,29 @@ class SARM(RewardModel):
     def contributions_from_states(self, states: torch.Tensor) -> torch.Tensor:
         return self.features(states) * self.head_weight()
 
-    def reconstruction_loss(self, states: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Sum over states of the SAE's normalised MSE ||x^ - x'||^2 / ||x'||^2 (x' = normalised input).
 
-        The states are detached, as upstream does for its sequence-level SAE: this loss trains the SAE only.
+        With `mask` (B, T), `states` are (B, T, d) residuals and each conversation contributes the mean of
+        that loss over its masked tokens (the authors' masked normalised MSE over the last assistant turn,
+        their mode 3). The states are detached, as upstream does: this loss trains the SAE only.
         """
+        if not isinstance(self.sae, TopKSAE):
+            raise ValueError("a reconstruction loss needs an SAE; this SARM has a plain linear encoder")
         target = self.sae.normalize_input(states.detach().float())
         reconstruction, _ = self.sae(states.detach().float())
-        return ((reconstruction - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)).sum()
+        per_state = (reconstruction - target).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)
+        if mask is None:
+            return per_state.sum()
+        mask = mask.to(per_state.dtype)
+        return ((per_state * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)).sum()
 
     def extra_config(self) -> dict[str, Any]:
         return {
             "head_input": self.head_input,
             "head_init": self.head_init,
             "encoder_origin": self.encoder_origin,
+            "encoder": "linear" if isinstance(self.sae, LinearEncoder) else "topk_sae",
         }
 
 
@@ -209,8 +291,9 @@ class VanillaRM(RewardModel):
 
 
 def random_sae_like(sae: TopKSAE, seed: int) -> TopKSAE:
-    """The random-init ablation: same shape and switches, random weights; the input scale is copied so the
-    random encoder sees inputs normalised exactly as the pretrained one does."""
+    """The `random_topk` variant (not the paper's ablation, see `LinearEncoder`): a frozen random TopK SAE of
+    the same shape and switches; the input scale is copied so it sees inputs normalised as the pretrained
+    one does."""
     random = TopKSAE(sae.d_model, sae.cfg, seed=seed)
     random.input_scale.copy_(sae.input_scale)
     return random
@@ -244,10 +327,10 @@ def _checkpoint_tensor(source: str, names: tuple[str, ...]) -> torch.Tensor:
 def build_sarm(
     backbone_source: str,
     layer: int,
-    sae: TopKSAE,
+    sae: TopKSAE | LinearEncoder,
     *,
-    head_input: str = "topk",
-    head_init: str = "normal",
+    head_input: str = DEFAULT_HEAD_INPUT,
+    head_init: str = DEFAULT_HEAD_INIT,
     encoder_origin: str = "pretrained",
     with_backbone: bool = True,
     dtype: torch.dtype = torch.float32,
@@ -309,7 +392,7 @@ def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
     config = {
         "format_version": FORMAT_VERSION,
         "kind": model.kind,
-        "backbone": model.backbone_source,
+        **backbone_record(model.backbone_source, out_dir),  # portable: relative to out_dir + absolute
         "layer": model.layer,
         "backbone_weights": "stored" if store_backbone else "source",
         "trained": sorted(model.trained_parts),
@@ -344,12 +427,15 @@ def load_reward_model(
         )
     default_device, default_dtype = device_and_dtype()
     device, dtype = device or default_device, dtype or default_dtype
-    source, layer = config["backbone"], config["layer"]
+    # A SARM without its backbone needs no backbone files; a vanilla RM reads the backbone's config.
+    needed = with_backbone or config["kind"] != "sarm"
+    source, layer = resolve_backbone(config, model_dir, required=needed), config["layer"]
     if config["kind"] == "sarm":
+        linear = config.get("encoder", "topk_sae") == "linear"
         model = build_sarm(
             source,
             layer,
-            TopKSAE.load(model_dir / SAE_DIR),
+            LinearEncoder.load(model_dir / SAE_DIR) if linear else TopKSAE.load(model_dir / SAE_DIR),
             head_input=config["head_input"],
             head_init=config["head_init"],
             encoder_origin=config.get("encoder_origin", "pretrained"),

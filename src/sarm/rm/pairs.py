@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sarm.data.chat import DEFAULT_MAX_LENGTH, tokenize_conversations
+from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, last_turn_starts, tokenize_conversations
 from sarm.data.records import Message, PreferencePair
 
 
@@ -19,9 +19,24 @@ class TokenizedPairs:
     chosen: list[list[int]]
     rejected: list[list[int]]
     pad_id: int
+    # Where each conversation's last assistant turn starts (for a reconstruction loss over that turn)
+    chosen_starts: list[int] | None = None
+    rejected_starts: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.chosen)
+
+    def subset(self, indices) -> TokenizedPairs:
+        def pick(values):
+            return None if values is None else [values[i] for i in indices]
+
+        return TokenizedPairs(
+            pick(self.chosen),
+            pick(self.rejected),
+            self.pad_id,
+            pick(self.chosen_starts),
+            pick(self.rejected_starts),
+        )
 
 
 @dataclass
@@ -58,10 +73,23 @@ def pair_conversations(pairs: Sequence[PreferencePair]) -> list[list[Message]]:
 
 
 def tokenize_pairs(
-    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], max_length: int = DEFAULT_MAX_LENGTH
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PreferencePair],
+    max_length: int = DEFAULT_MAX_LENGTH,
+    date_string: str = DEFAULT_DATE_STRING,
+    last_turns: bool = False,
 ) -> TokenizedPairs:
+    """`last_turns` also records where each last assistant turn starts (`recon_tokens: assistant_turn`)."""
+    chosen, rejected = [p.chosen for p in pairs], [p.rejected for p in pairs]
+    starts = {}
+    if last_turns:
+        starts = {
+            "chosen_starts": last_turn_starts(tokenizer, chosen, max_length, date_string),
+            "rejected_starts": last_turn_starts(tokenizer, rejected, max_length, date_string),
+        }
     return TokenizedPairs(
-        chosen=tokenize_conversations(tokenizer, [p.chosen for p in pairs], max_length),
-        rejected=tokenize_conversations(tokenizer, [p.rejected for p in pairs], max_length),
+        chosen=tokenize_conversations(tokenizer, chosen, max_length, date_string),
+        rejected=tokenize_conversations(tokenizer, rejected, max_length, date_string),
         pad_id=tokenizer.pad_token_id,
+        **starts,
     )

@@ -1,9 +1,15 @@
 """The TopK sparse autoencoder of SARM (paper §3.1; Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
 
-    x' = normalize(x)                                  activations normalised: E||x'||^2 = d (paper)
+    x' = normalize(x)                                  normalised "as recommended in Gao et al." (below)
     z  = ReLU(TopK(W_enc (x' - b_pre) + b_enc))        (paper eq. 1; ReLU optional, upstream has none)
     x^ = W_dec z + b_pre                               (paper eq. 2)
     L  = ||x' - x^||^2                                 (paper eq. 3; training loop in sarm.sae.train)
+
+Input normalisation: the paper normalises activations "as recommended in Gao et al."; Gao et al.'s reference
+code and the authors' code standardise each token over d_model, x' = (x - mean(x)) / (std(x) + 1e-6), so that
+is the default (`standardize_input=True`). `standardize_input=False` instead fits one global scale on the
+training activations so that E||x'||^2 = d (Gao et al.'s paper text; an earlier default here). SARM feeds its
+final-token states through the same `normalize_input`, so the encoder always sees what it was trained on.
 
 `W_dec` is stored as (latents, d_model): row i is the paper's column i (the direction of latent i), so the
 sparse decode gathers k contiguous rows (12 ms vs 431 ms for strided columns at the demo's d=576, M=9216,
@@ -90,8 +96,9 @@ class SAEConfig:
     """Latents kept per input by TopK; the paper uses 3/64 d."""
     relu: bool = True
     """ReLU after TopK (paper); False keeps negative selected values, as the authors' code does."""
-    standardize_input: bool = False
-    """Standardise each input over d_model (the authors' code) instead of one fitted global scale."""
+    standardize_input: bool = True
+    """Standardise each input over d_model (the paper's "as Gao et al.", and the authors' code); False fits
+    one global scale so that E||x'||^2 = d instead."""
 
     def __post_init__(self):
         for name in ("latents", "k"):
@@ -138,7 +145,7 @@ class TopKSAE(nn.Module):
         self.b_pre.zero_()
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-token standardisation (upstream) or the fitted global scale (paper), then `input_scale`."""
+        """Per-token standardisation (default: paper / Gao et al. / upstream), or the fitted global scale."""
         x = x.to(self.b_pre.dtype)
         if self.cfg.standardize_input:
             x = (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + STANDARDIZE_EPS)
@@ -146,8 +153,14 @@ class TopKSAE(nn.Module):
 
     @torch.no_grad()
     def fit_input_scale_(self, sample: torch.Tensor) -> float:
-        """Set `input_scale` so that E||normalize_input(x)||^2 = d_model on this sample of raw activations."""
+        """Set `input_scale` so that E||normalize_input(x)||^2 = d_model on this sample of raw activations.
+
+        With per-token standardisation the scale stays 1, as in the authors' code (each row already has
+        unit standard deviation, ||x'||^2 = d - 1).
+        """
         self.input_scale.fill_(1.0)
+        if self.cfg.standardize_input:
+            return 1.0
         mean_sq_norm = self.normalize_input(sample).pow(2).sum(dim=-1).mean()
         if not torch.isfinite(mean_sq_norm) or mean_sq_norm <= 0:
             raise ValueError(

@@ -29,6 +29,10 @@ class ActivationReader:
     `shuffle_buffer` + one shard rows, including the carried remainder of a batch), whatever the corpus size.
     The position is (epoch, rows consumed), so `load_state_dict` resumes at the same batch.
     Iterating yields the rest of the current epoch; the last batch of an epoch may be smaller.
+
+    `holdout` rows at the end of the storage order (the last sentences of the last part) are left out; with
+    `heldout=True` the reader yields only those rows, so a training reader and a held-out reader built with
+    the same `holdout` never share a row.
     """
 
     def __init__(
@@ -41,6 +45,8 @@ class ActivationReader:
         *,
         shuffle: bool = True,
         dtype: torch.dtype = torch.float32,
+        holdout: int = 0,
+        heldout: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
@@ -50,15 +56,37 @@ class ActivationReader:
             )
         self.layer, self.batch_size, self.shuffle_buffer, self.seed = layer, batch_size, shuffle_buffer, seed
         self.shuffle, self.dtype = shuffle, dtype
+        self.holdout, self.heldout = holdout, heldout
         self.shards: list[tuple[Path, int]] = []
+        self._slices: list[tuple[int, int]] = []  # (first row, rows stored) of each shard's file
         self.d_model = None
         for directory in map(Path, dirs):
             self._add_part(directory)
         if not self.shards:
             raise ValueError(f"no activation shards for layer {layer} in {', '.join(map(str, dirs))}")
+        if holdout:
+            self._split(holdout, heldout, dirs)
         self.rows = sum(rows for _, rows in self.shards)
         self.epoch, self.position = 0, 0
         self.max_rows_held = 0  # the most rows ever held in memory at once (checked by the tests)
+
+    def _split(self, holdout: int, heldout: bool, dirs) -> None:
+        """Keep the rows before (training) or from (held out) the last `holdout` rows of the storage order."""
+        total = sum(rows for _, rows in self.shards)
+        if holdout < 0 or holdout >= total:
+            raise ValueError(
+                f"cannot hold out {holdout} of the {total} activation rows of layer {self.layer} in "
+                f"{', '.join(map(str, dirs))}: lower `sae.heldout_rows` or sample more sentences"
+            )
+        cut, start = total - holdout, 0
+        shards, slices = [], []
+        for (path, rows), (_, stored) in zip(self.shards, self._slices, strict=True):
+            lo, hi = (max(cut, start), start + rows) if heldout else (start, min(cut, start + rows))
+            if lo < hi:
+                shards.append((path, hi - lo))
+                slices.append((lo - start, stored))
+            start += rows
+        self.shards, self._slices = shards, slices
 
     def _add_part(self, directory: Path) -> None:
         path = directory / MANIFEST_FILE
@@ -75,6 +103,7 @@ class ActivationReader:
         for shard in manifest["shards"]:
             if shard["rows"]:
                 self.shards.append((directory / shard["files"][str(self.layer)], shard["rows"]))
+                self._slices.append((0, shard["rows"]))
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -97,6 +126,8 @@ class ActivationReader:
             "shuffle_buffer": self.shuffle_buffer,
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "holdout": self.holdout,
+            "heldout": self.heldout,
         }
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -166,11 +197,12 @@ class ActivationReader:
 
     def _load(self, index: int) -> torch.Tensor:
         path, rows = self.shards[index]
+        first, stored = self._slices[index]
         with safe_open(path, framework="pt") as handle:
             tensor = handle.get_tensor(TENSOR_NAME)
-        if tensor.shape != (rows, self.d_model):
-            raise ValueError(f"{path}: shape {tuple(tensor.shape)}, manifest says ({rows}, {self.d_model})")
-        return tensor
+        if tensor.shape != (stored, self.d_model):
+            raise ValueError(f"{path}: shape {tuple(tensor.shape)}, manifest says ({stored}, {self.d_model})")
+        return tensor[first : first + rows]
 
 
 def _gather(tensors: list[torch.Tensor], offsets: torch.Tensor, rows: torch.Tensor, dtype) -> torch.Tensor:

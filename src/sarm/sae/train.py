@@ -1,13 +1,19 @@
 """Train a TopKSAE on cached activations: streaming, deterministic, checkpointed, resumable after a kill.
 
-Which switch reproduces which source:
-- paper (arXiv 2508.08746): loss="mse", schedule="constant", relu=True, standardize_input=False (global
-  input scale so that E||x||^2 = d), decoder renormalised every 10 steps, Adam(0.9, 0.999), lr 5e-4.
-- upstream code (schrieffer-z/sae): loss="normalized_mse", schedule="warmup_decay" (5% warmup, constant,
-  linear decay over the last 20%), TopKSAE(relu=False, standardize_input=True), batch 64, 1 epoch.
+Which switch reproduces which source (defaults are the paper's; workflow/schemas/config.schema.yaml holds the
+same defaults, and tests/sae/test_train.py checks that they agree):
+- paper (arXiv 2508.08746): loss="mse", schedule="constant", relu=True, per-token standardised input
+  (SAEConfig.standardize_input, "normalised as recommended in Gao et al."), decoder renormalised every 10
+  steps, Adam(0.9, 0.999), lr 5e-4. The paper gives no batch size; 4096 rows here.
+- upstream code (schrieffer-z/sae): loss="normalized_mse", schedule="warmup_decay" (their LinearWarmupLR:
+  5% warmup from 0, constant, then a linear decay over the last 20% that starts at ~0.2 and reaches 0 at
+  N - warmup), SAEConfig(relu=False), batch 64, 1 epoch.
 - field improvements, off by default: auxk_alpha > 0 (AuxK loss on dead latents, Gao et al. 2024,
   "Scaling and evaluating sparse autoencoders", alpha 1/32 there), init_b_pre="geometric_median" or "mean"
   (Bricken et al. 2023 / Gao et al.), remove_parallel_grad=True (Gao et al.; decoder steps keep unit norm).
+
+FVU, L0 and dead latents in metrics.json are measured on `heldout_rows` rows that training never sees (the
+last rows of the sampled activations, see `ActivationReader(holdout=...)`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -41,6 +48,7 @@ B_PRE_INITS = ("zeros", "geometric_median", "mean")
 GEMM_DTYPES = ("float32", "bfloat16")
 CSV_COLUMNS = ("step", "samples", "lr", "loss", "fvu", "l0", "dead_fraction")
 RESUMABLE_CHANGES = ("checkpoint_every", "eval_rows")  # config keys that do not change the trajectory
+HELDOUT_ROWS = 4096
 
 
 @dataclass
@@ -49,14 +57,16 @@ class SAETrainConfig:
 
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int = 64
+    batch_size: int = 4096
     """Rows per step; the paper does not say, upstream uses 64 sentences."""
     epochs: int = 1
     max_samples: int | None = None
     """Stop after this many rows instead of `epochs`."""
     seed: int = 0
-    shuffle_buffer: int = 262144
+    shuffle_buffer: int = 1048576
+    """Rows shuffled together (ActivationReader); must be at least `batch_size`."""
     normalize_decoder_every: int = 10
+    """Steps between decoder renormalisations (paper: 10); 0 = never."""
     loss: str = "mse"
     schedule: str = "constant"
     warmup_fraction: float = 0.05
@@ -76,7 +86,11 @@ class SAETrainConfig:
     """Steps between checkpoints."""
     log_every: int = 10
     """Steps per row of loss.csv."""
+    heldout_rows: int = HELDOUT_ROWS
+    """Rows held out of training (the last ones of the sampled activations) for FVU, L0 and dead latents;
+    0 measures them on a sample of the training rows instead."""
     eval_rows: int = 16384
+    """Rows of the training stream the final metrics use when nothing is held out."""
     sae: SAEConfig | None = None
     """The SAE's own config when built from the workflow config; `train_sae` checks the SAE matches it."""
 
@@ -106,8 +120,10 @@ class SAETrainConfig:
             raise ValueError(
                 f"SAE training config: need lr > 0 and two betas in [0, 1), got {self.lr}, {self.betas}"
             )
-        if self.normalize_decoder_every < 0 or self.auxk_alpha < 0:
-            raise ValueError("SAE training config `normalize_decoder_every` and `auxk_alpha` must be >= 0")
+        if self.normalize_decoder_every < 0 or self.auxk_alpha < 0 or self.heldout_rows < 0:
+            raise ValueError(
+                "SAE training config `normalize_decoder_every`, `auxk_alpha` and `heldout_rows` must be >= 0"
+            )
         if not (
             0 <= self.warmup_fraction
             and 0 <= self.decay_fraction
@@ -132,21 +148,43 @@ class SAETrainConfig:
         return cls(**values)
 
     def make_reader(self, dirs, layer: int) -> ActivationReader:
-        """The shuffled reader this config trains on."""
-        return ActivationReader(dirs, layer, self.batch_size, self.shuffle_buffer, self.seed)
+        """The shuffled reader this config trains on (without the `heldout_rows` last rows)."""
+        return ActivationReader(
+            dirs, layer, self.batch_size, self.shuffle_buffer, self.seed, holdout=self.heldout_rows
+        )
+
+    def make_heldout_reader(self, dirs, layer: int) -> ActivationReader | None:
+        """The `heldout_rows` rows training never sees, in storage order; None when nothing is held out."""
+        if not self.heldout_rows:
+            return None
+        return ActivationReader(
+            dirs,
+            layer,
+            self.batch_size,
+            max(self.batch_size, self.heldout_rows),
+            self.seed,
+            shuffle=False,
+            holdout=self.heldout_rows,
+            heldout=True,
+        )
 
 
 def lr_factor(cfg: SAETrainConfig, step: int, total_steps: int) -> float:
-    """Multiplier of cfg.lr at `step` (0-based): constant (paper) or warmup / constant / linear decay (upstream)."""
+    """Multiplier of cfg.lr at `step` (0-based): constant (paper) or upstream's LinearWarmupLR.
+
+    Upstream (schrieffer-z/sae `LinearWarmupLR`, N steps, W = int(0.05 N) warmup, D = N // 5 decay steps):
+    step / W during the warmup (the first step has lr 0), 1 until N - D, then (N - step - W) / (N - W - D),
+    so the lr drops to ~0.2 when the decay starts and reaches 0 at step N - W, not at N.
+    """
     if cfg.schedule == "constant":
         return 1.0
     warmup = int(total_steps * cfg.warmup_fraction)
-    decay = int(total_steps * cfg.decay_fraction)
+    decay = math.floor(Fraction(str(cfg.decay_fraction)) * total_steps)  # upstream: N // 5
     if step < warmup:
-        return (step + 1) / warmup
-    if decay and step >= total_steps - decay:
-        return max(0.0, (total_steps - step) / decay)
-    return 1.0
+        return step / max(1, warmup)
+    if step < total_steps - decay:
+        return 1.0
+    return max(0.0, (total_steps - step - warmup) / max(1, total_steps - warmup - decay))
 
 
 def total_steps(cfg: SAETrainConfig, reader: ActivationReader) -> int:
@@ -206,7 +244,10 @@ def train_sae(
     A checkpoint (model, optimiser, reader position, dead-latent counters, history) is written atomically
     every `cfg.checkpoint_every` steps and on SIGTERM (then the process exits with 143); calling again with
     the same arguments resumes from it and ends with the same weights as an uninterrupted run.
-    Final metrics use `eval_reader` if given, else the first `cfg.eval_rows` rows of the shuffled stream.
+    Final metrics (FVU, L0, dead latents) use `eval_reader` if given (the workflow passes the held-out rows
+    of `cfg.make_heldout_reader`), else the first `cfg.eval_rows` rows of the shuffled training stream;
+    `metrics["eval_split"]` says which. A latent counts as active when its selected value is non-zero, so
+    negative latents count too when `relu` is off (as upstream counts them).
     """
     log = log or logging.getLogger(__name__)
     out_dir = Path(out_dir)
@@ -249,7 +290,11 @@ def train_sae(
     _write_outputs(out_dir, progress, metrics)
     checkpoint.unlink(missing_ok=True)
     log.info(
-        "SAE trained: FVU %.4f, L0 %.1f, dead %.3f", metrics["fvu"], metrics["l0"], metrics["dead_fraction"]
+        "SAE trained: %s FVU %.4f, L0 %.1f, dead %.3f",
+        metrics["eval_split"],
+        metrics["fvu"],
+        metrics["l0"],
+        metrics["dead_fraction"],
     )
     return metrics
 
@@ -324,7 +369,8 @@ def _train_step(sae, optimizer, batch, cfg, progress: _Progress, factor: float, 
         sae.normalize_decoder_()
     with torch.no_grad():
         fired = torch.zeros(sae.latents, dtype=torch.bool, device=indices.device)
-        fired[indices[values > 0]] = True  # a scatter: 0.1 ms vs 3 ms for unique() (benchmarks/README.md)
+        active = values != 0  # negative latents are active too when relu is off
+        fired[indices[active]] = True  # a scatter: 0.1 ms vs 3 ms for unique() (benchmarks/README.md)
         progress.rows_since_fired += x.shape[0]
         progress.rows_since_fired.masked_fill_(
             fired.cpu(), 0
@@ -334,7 +380,7 @@ def _train_step(sae, optimizer, batch, cfg, progress: _Progress, factor: float, 
                 loss.detach(),
                 (target - x_hat).pow(2).sum(),
                 (target - target.mean(dim=0)).pow(2).sum(),
-                (values > 0).sum(dim=-1).float().mean(),
+                active.sum(dim=-1).float().mean(),
             ]
         ).tolist()  # one device sync per step
         interval = progress.interval
@@ -376,18 +422,21 @@ def _final_metrics(sae, reader, eval_reader, cfg, progress: _Progress) -> dict:
         err += (target - sae.decode_topk(values, indices)).pow(2).sum().item()
         sum_x = sum_x + target.sum(dim=0)
         sum_sq += target.pow(2).sum().item()
-        l0 += (values > 0).sum().item()
-        fired[indices[values > 0].cpu()] = True
+        active = values != 0
+        l0 += active.sum().item()
+        fired[indices[active].cpu()] = True
         rows += batch.shape[0]
     variance = sum_sq - (sum_x.pow(2).sum() / rows).item()
     fvu = err / variance
     return {
+        "eval_split": "heldout" if eval_reader is not None else "train",
         "fvu": fvu,
         "explained_variance": 1 - fvu,
         "l0": l0 / rows,
-        "dead_fraction": (progress.rows_since_fired >= cfg.dead_window).float().mean().item(),
-        "dead_fraction_eval": 1 - fired.float().mean().item(),
+        "dead_fraction": 1 - fired.float().mean().item(),
         "eval_rows": rows,
+        "train_fvu": progress.history[-1]["fvu"] if progress.history else float("nan"),
+        "train_dead_fraction": (progress.rows_since_fired >= cfg.dead_window).float().mean().item(),
         "final_loss": progress.history[-1]["loss"] if progress.history else float("nan"),
         "steps": progress.step,
         "samples": progress.samples,
@@ -430,10 +479,11 @@ def _load_checkpoint(path: Path, sae, optimizer, reader, progress: _Progress, cf
 def _write_outputs(out_dir: Path, progress: _Progress, metrics: dict) -> None:
     write_text_atomic(json.dumps(metrics, indent=2) + "\n", out_dir / "metrics.json")
     write_csv_atomic(progress.history, out_dir / "loss.csv", CSV_COLUMNS)
-    _plot_losses(out_dir / "loss.png", progress.history)
+    _plot_losses(out_dir / "loss.png", progress.history, metrics)
 
 
-def _plot_losses(path: Path, history: list[dict]) -> None:
+def _plot_losses(path: Path, history: list[dict], metrics: dict | None = None) -> None:
+    """Training curves; the final FVU and dead fraction of the evaluation rows as dashed lines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -446,7 +496,11 @@ def _plot_losses(path: Path, history: list[dict]) -> None:
         ("training loss", "FVU", "dead latents"),
         strict=True,
     ):
-        axis.plot(steps, [row[key] for row in history])
+        axis.plot(steps, [row[key] for row in history], label="training batches")
+        if metrics is not None and key in ("fvu", "dead_fraction"):
+            label = f"{metrics['eval_split']} rows, final: {metrics[key]:.3g}"
+            axis.axhline(metrics[key], color="tab:red", linestyle="--", linewidth=1, label=label)
+            axis.legend(fontsize=7)
         axis.set_title(title)
         axis.set_xlabel("step")
         if key == "loss" and history and min(row["loss"] for row in history) > 0:

@@ -1,0 +1,113 @@
+"""No rerun that changes nothing: on the paper DAG, marked as built with `--touch`, a config change plans
+only the jobs whose result it changes (rules pass only such keys as params, sarm.params)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, snakemake_command
+
+# The explainer check wants an API key for the paper's GPT-4o explainer; nothing is sent in a dry run.
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OPENAI_API_KEY": "unused-dry-run"}
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    command = snakemake_command("--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "1", *args)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def planned(workdir: Path, config: dict) -> dict[str, int]:
+    """Jobs a dry run plans for `all` with this config: {rule: count} (empty when nothing is to be done)."""
+    path = workdir / "config" / "changed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))  # key order as written: params compare by it
+    text = snakemake(workdir, "all", "-n", "--configfile", str(path))
+    counts = {rule: int(n) for rule, n in re.findall(r"(?m)^(\w+)\s+(\d+)$", text)}
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def built_paper(tmp_path_factory) -> Path:
+    """A work directory in which every output of the paper DAG exists and is recorded as up to date."""
+    workdir = tmp_path_factory.mktemp("paper")
+    (workdir / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
+    shutil.copytree(REPO / "resources" / "paper", workdir / "resources" / "paper")
+    summary = snakemake(workdir, "--summary", "all")
+    for line in summary.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) < 3 or not fields[0].startswith("results/"):
+            continue
+        path = workdir / fields[0]
+        if fields[2] == "sample_activations":  # a directory output
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(workdir, "--touch", "all")
+    assert "Nothing to be done" in snakemake(workdir, "all", "-n")
+    return workdir
+
+
+def paper_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_bookkeeping_keys_plan_nothing(built_paper):
+    config = paper_config()
+    config.setdefault("sae", {})["checkpoint_every"] = 7
+    config["reward_model"]["checkpoint_every"] = 11
+    config["reward_model"]["batch_tokens"] = 1234
+    config.setdefault("sampling", {})["batch_tokens"] = 4321
+    assert planned(built_paper, config) == {}
+
+
+def test_a_new_k_plans_its_sae_its_sarm_and_the_tables(built_paper):
+    config = paper_config()
+    config["tables"]["table3"]["k"].append(288)
+    assert planned(built_paper, config) == {
+        "train_sae": 1,
+        "train_sarm": 1,
+        "evaluate_rewardbench2": 1,
+        "results_table": 1,  # Table 3
+        "compute_table": 1,  # Table 4
+        "sweep_plot": 3,  # the three plots are drawn from Table 3
+        "all": 1,
+    }
+
+
+def test_a_new_layer_plans_only_its_own_sampling_and_runs(built_paper):
+    config = paper_config()
+    config["tables"]["table3"]["layer"].append(3)
+    parts = config["sampling"]["parts"]
+    assert planned(built_paper, config) == {
+        "sample_activations": parts,  # layer 3 only: activations are sampled per layer
+        "train_sae": 1,
+        "train_sarm": 1,
+        "evaluate_rewardbench2": 1,
+        "results_table": 1,
+        "compute_table": 1,
+        "sweep_plot": 3,
+        "all": 1,
+    }
+
+
+def test_another_explainer_plans_only_explanations_and_what_reads_them(built_paper):
+    config = paper_config()
+    config["interpret"]["explainer"]["model"] = "gpt-4.1"
+    assert planned(built_paper, config) == {
+        "explain_features": 1,
+        "detection_scores": 1,
+        "feature_cards": 1,
+        "compute_table": 1,  # Table 4 counts the interpretation jobs' hours
+        "all": 1,
+    }
