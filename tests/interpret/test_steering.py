@@ -116,6 +116,11 @@ def test_run_steering_on_a_tiny_sarm_matches_the_edited_model(
             assert row.reward_after == pytest.approx(edited(*ids).item(), abs=1e-5)
     silent = rewards["feature_activation"] == 0
     assert (rewards.loc[silent, "reward_before"] == rewards.loc[silent, "reward_after"]).all()
+    active = rewards[~silent]
+    expected_shift = (config.scale - 1) * weight[summary["feature"]].item() * active["feature_activation"]
+    assert (active["reward_after"] - active["reward_before"]).to_numpy() == pytest.approx(
+        expected_shift.to_numpy(), abs=1e-5
+    )
     complement = rewards[rewards["set"] == "C"]
     assert summary["complement"]["fraction_unchanged"] == pytest.approx(
         (complement["reward_before"] == complement["reward_after"]).mean()
