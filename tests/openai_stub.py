@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,11 +27,10 @@ class RecordedRequest:
     body: dict
 
 
-class OpenAIStub:
-    def __init__(self, script: list[Reply] | None = None, answer: Callable[[dict], str] | None = None):
-        self.script = list(script or [])
-        self.answer = answer or (lambda body: "Explanation: a default answer.\nScore: 3")
-        self.requests: list[RecordedRequest] = []
+class LocalServer(ABC):
+    """An http.server on 127.0.0.1 in a daemon thread, for the lifetime of a `with` block."""
+
+    def __init__(self):
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -39,7 +39,7 @@ class OpenAIStub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def __enter__(self) -> OpenAIStub:
+    def __enter__(self):
         self._thread.start()
         return self
 
@@ -47,6 +47,18 @@ class OpenAIStub:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+    @abstractmethod
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class, bound to this server's script."""
+
+
+class OpenAIStub(LocalServer):
+    def __init__(self, script: list[Reply] | None = None, answer: Callable[[dict], str] | None = None):
+        self.script = list(script or [])
+        self.answer = answer or (lambda body: "Explanation: a default answer.\nScore: 3")
+        self.requests: list[RecordedRequest] = []
+        super().__init__()
 
     def _next_reply(self, body: dict) -> Reply:
         with self._lock:
