@@ -14,6 +14,7 @@ sentences = iter_sentences(
     tokenizer=load_tokenizer(snakemake.params.backbone),
     min_tokens=corpus["min_tokens"],
     max_tokens=corpus["max_tokens"],
+    min_counts_special_tokens=corpus["min_counts_special_tokens"],
     limit=corpus["sentences"],
 )
 counts = write_sentence_parts(sentences, list(snakemake.output.parts))

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from sarm.data.chat import DEFAULT_DATE_STRING
+from sarm.data.corpus import iter_sentences
 from sarm.interpret.steering import SOURCES, SteeringConfig
 from sarm.rm.bradley_terry import SCHEDULES as RM_SCHEDULES
 from sarm.rm.bradley_terry import BTTrainConfig
@@ -72,6 +73,13 @@ def test_steering_and_sampling_schema_defaults_equal_the_library():
     sampling = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
     sampling["storage_dtype"] = str(sampling["storage_dtype"]).removeprefix("torch.")
     assert compare("sampling", sampling) == []
+
+
+def test_corpus_schema_defaults_equal_the_sentence_filter():
+    schema = PROPERTIES["data"]["properties"]["corpus"]["properties"]
+    signature = inspect.signature(iter_sentences).parameters
+    shared = {"split", "text_column", "splitter", "min_tokens", "max_tokens", "min_counts_special_tokens"}
+    assert {key: schema[key]["default"] for key in shared} == {key: signature[key].default for key in shared}
 
 
 @pytest.mark.parametrize(

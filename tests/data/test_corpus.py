@@ -4,6 +4,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from tokenizers.processors import TemplateProcessing
 
 from sarm.backbone import load_tokenizer
 from sarm.data.corpus import (
@@ -60,6 +61,21 @@ def test_with_tokenizer_short_sentences_drop_and_long_ones_truncate_or_drop(tmp_
     assert (
         list(iter_sentences(source, tokenizer=tokenizer, min_tokens=5, max_tokens=16, overlong="drop")) == []
     )
+
+
+def test_min_tokens_can_count_the_bos_token_as_the_authors_code_does(tmp_path, tiny_backbone):
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    bos = tokenizer.bos_token
+    tokenizer._tokenizer.post_processor = TemplateProcessing(  # a Llama-3-like tokenizer that prepends BOS
+        single=f"{bos} $A", special_tokens=[(bos, tokenizer.bos_token_id)]
+    )
+    assert tokenizer.num_special_tokens_to_add() == 1
+    sentence = "Water light time world day."
+    length = len(tokenizer(sentence, add_special_tokens=False)["input_ids"])
+    source = corpus(tmp_path, [sentence])
+    kwargs = {"tokenizer": tokenizer, "min_tokens": length + 1, "max_tokens": 40}
+    assert list(iter_sentences(source, **kwargs)) == []
+    assert list(iter_sentences(source, min_counts_special_tokens=True, **kwargs)) == [sentence]
 
 
 def test_limit_stops_the_stream_and_custom_splitters_are_accepted(tmp_path):

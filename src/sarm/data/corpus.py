@@ -88,13 +88,19 @@ def _fit_by_words(sentences: list[str], min_tokens: int, max_tokens: int, overlo
 
 
 def _fit_by_tokens(
-    sentences: list[str], tokenizer: PreTrainedTokenizerBase, min_tokens: int, max_tokens: int, overlong: str
+    sentences: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    min_tokens: int,
+    max_tokens: int,
+    overlong: str,
+    min_counts_special_tokens: bool,
 ) -> Iterator[str]:
     fast = tokenizer.is_fast
     encoded = tokenizer(sentences, add_special_tokens=False, return_offsets_mapping=fast)
+    special = tokenizer.num_special_tokens_to_add() if min_counts_special_tokens else 0
     for index, sentence in enumerate(sentences):
         ids = encoded["input_ids"][index]
-        if len(ids) < min_tokens:
+        if len(ids) + special < min_tokens:
             continue
         if len(ids) > max_tokens:
             if overlong == "drop":
@@ -116,12 +122,15 @@ def iter_sentences(
     min_tokens: int = 10,
     max_tokens: int = 96,
     overlong: str = "truncate",
+    min_counts_special_tokens: bool = False,
     limit: int | None = None,
     batch_size: int = 512,
 ) -> Iterator[str]:
     """Stream the sentences of a corpus that have between `min_tokens` and `max_tokens` tokens.
 
     Tokens are the tokenizer's (without special tokens) when one is given, else whitespace-separated words.
+    `min_counts_special_tokens` adds the tokenizer's special tokens (BOS) to the length that `min_tokens`
+    is compared with, as the authors' code does.
     Longer sentences are cut to `max_tokens` (`overlong="truncate"`) or skipped (`overlong="drop"`).
     """
     if overlong not in OVERLONG_CHOICES:
@@ -137,7 +146,7 @@ def iter_sentences(
     def fit(batch: list[str]) -> Iterator[str]:
         if tokenizer is None:
             return _fit_by_words(batch, min_tokens, max_tokens, overlong)
-        return _fit_by_tokens(batch, tokenizer, min_tokens, max_tokens, overlong)
+        return _fit_by_tokens(batch, tokenizer, min_tokens, max_tokens, overlong, min_counts_special_tokens)
 
     def sentences() -> Iterator[str]:
         batch: list[str] = []
