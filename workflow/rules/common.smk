@@ -112,20 +112,21 @@ def judge_uses_explainer():
     return config["interpret"]["detection_judge"] == "explainer"
 
 
-def explainer_gpus(rule):
+def explainer_gpus(rule_name):
     """A GPU only where a local chat model runs: explain_features, and detection_scores if it judges."""
     local = config["interpret"]["explainer"]["kind"] == "local"
-    return int(local and (rule == "explain_features" or judge_uses_explainer()))
+    return int(local and (rule_name == "explain_features" or judge_uses_explainer()))
 
 
-def explainer_files(rule):
+def explainer_files(rule_name):
     """Input function: the local explainer's converted folder; for an API explainer, its key (and endpoint)
-    checked first; nothing for the contrastive explainer, or for detection_scores with the lexical judge."""
+    checked first; nothing for the contrastive explainer, or for detection_scores with the lexical judge.
+    """
 
     def files(wildcards):
         explainer = config["interpret"]["explainer"]
         if explainer["kind"] == "contrastive" or (
-            rule == "detection_scores" and not judge_uses_explainer()
+            rule_name == "detection_scores" and not judge_uses_explainer()
         ):
             return []
         if explainer["kind"] == "local":
@@ -136,7 +137,9 @@ def explainer_files(rule):
             for name in ("explanations.parquet", "detection.parquet")
         )
         if explainer.get("check_key", True) and not done:
-            check_explainer(explainer)  # once per process: an endpoint check is one request
+            check_explainer(
+                explainer
+            )  # once per process: an endpoint check is one request
         return []
 
     return files
