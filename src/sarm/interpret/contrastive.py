@@ -91,7 +91,8 @@ class ContrastiveExplainer:
     def __init__(self, max_terms: int = 5, min_contexts: int = 2, min_g2: float = G2_AT_P001):
         if max_terms < 1 or min_contexts < 1 or min_g2 < 0:
             raise ValueError(
-                "the contrastive explainer needs max_terms >= 1, min_contexts >= 1 and min_g2 >= 0; "
+                "the contrastive explainer needs `interpret.explainer.max_terms` >= 1, `min_contexts` >= 1 and "
+                "`min_g2` >= 0; "
                 f"got {max_terms}, {min_contexts}, {min_g2}"
             )
         self.max_terms, self.min_contexts, self.min_g2 = max_terms, min_contexts, min_g2
