@@ -1,4 +1,4 @@
-"""Rule explain_features: explanation + 1-5 score for the features with the largest head weights.
+"""Rule explain_features: an explanation for each of the features with the largest head weights.
 
 The API key (kind openai) is read from the environment inside the explainer, never from params.
 """
@@ -21,6 +21,8 @@ explainer = build_explainer(
     snakemake.params.cache,
     snakemake.params.explainer_path,
 )
-explanations = explain_features(contexts, features, explainer, interpret["top_contexts"])
+explanations = explain_features(
+    contexts, features, explainer, interpret["top_contexts"], pd.read_parquet(snakemake.input.background)
+)
 write_parquet_atomic(explanations, snakemake.output.explanations)
-log.info("explanations: %s", explanations["status"].value_counts().to_dict())
+log.info("explanations by %s: %s", explainer.name, explanations["status"].value_counts().to_dict())

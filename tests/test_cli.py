@@ -64,6 +64,40 @@ def test_attribute_shows_explanations_in_the_table(model_dir, capsys, tmp_path):
     assert any(line.split()[0] == str(feature) and line.endswith("says yes (score 4)") for line in lines[2:])
 
 
+def test_attribute_shows_contrastive_explanations_without_a_score(model_dir, capsys, tmp_path):
+    _, out, _ = run(capsys, "attribute", model_dir, "--prompt", "hi", "--response", "yes", "--json")
+    first, second = (f["feature"] for f in json.loads(out)["features"][:2])
+    table = tmp_path / "explanations.parquet"
+    pd.DataFrame(
+        {
+            "feature": [first, second],
+            "explainer": ["contrastive", "contrastive"],
+            "explanation": ["yes, agree", None],  # the second: no_distinctive_words
+            "score": pd.array([None, None], dtype="Int64"),
+            "status": ["ok", "no_distinctive_words"],
+        }
+    ).to_parquet(table)
+    args = [
+        "attribute",
+        model_dir,
+        "--prompt",
+        "hi",
+        "--response",
+        "yes",
+        "--explanations",
+        table,
+        "--top",
+        2,
+    ]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert rows[str(first)].endswith("yes, agree") and "None" not in rows[str(second)]
+    _, out, _ = run(capsys, *args, "--json")
+    shown = {f["feature"]: f for f in json.loads(out)["features"]}
+    assert shown[first]["explanation_score"] is None and "explanation" not in shown[second]
+
+
 def test_attribute_reads_jsonl_and_names_bad_lines(model_dir, capsys, tmp_path):
     examples = tmp_path / "examples.jsonl"
     examples.write_text(

@@ -95,6 +95,16 @@ def test_sizes_as_multiples_of_hidden_size():
             "`tables.table2.experiments` names 'SARM-9B'",
         ),
         (lambda c: c["interpret"]["explainer"].update(kind="magic"), "config key `interpret.explainer.kind`"),
+        (
+            lambda c: c["interpret"]["explainer"].update(
+                kind="contrastive"
+            ),  # the paper's judge is the explainer
+            "config key `interpret.detection_judge` is explainer, but `interpret.explainer.kind` contrastive",
+        ),
+        (
+            lambda c: c["interpret"]["explainer"].update(max_terms=0),
+            "config key `interpret.explainer.max_terms`",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):

@@ -12,6 +12,8 @@ import yaml
 
 from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.corpus import iter_sentences
+from sarm.interpret.detection import JUDGES, DetectionConfig
+from sarm.interpret.explainers import EXPLAINER_KINDS, ExplainerConfig
 from sarm.interpret.steering import SOURCES, SteeringConfig
 from sarm.rm.bradley_terry import SCHEDULES as RM_SCHEDULES
 from sarm.rm.bradley_terry import BTTrainConfig
@@ -73,6 +75,17 @@ def test_steering_and_sampling_schema_defaults_equal_the_library():
     sampling = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
     sampling["storage_dtype"] = str(sampling["storage_dtype"]).removeprefix("torch.")
     assert compare("sampling", sampling) == []
+
+
+def test_explainer_and_detection_judge_schema_defaults_equal_the_library():
+    explainer = PROPERTIES["interpret"]["properties"]["explainer"]["properties"]
+    schema = {key: spec["default"] for key, spec in explainer.items() if "default" in spec}
+    library = field_defaults(ExplainerConfig)
+    assert schema == {key: library[key] for key in schema}
+    assert {"kind", "max_terms", "min_contexts", "min_g2"} <= set(schema)
+    assert PROPERTIES["interpret"]["properties"]["detection_judge"]["default"] == DetectionConfig().judge
+    assert sorted(explainer["kind"]["enum"]) == sorted(EXPLAINER_KINDS)
+    assert sorted(PROPERTIES["interpret"]["properties"]["detection_judge"]["enum"]) == sorted(JUDGES)
 
 
 def test_corpus_schema_defaults_equal_the_sentence_filter():

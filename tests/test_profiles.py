@@ -68,14 +68,18 @@ def test_sampling_parts_go_to_slurm_as_an_array_job():
 
 
 def test_explainer_rules_get_a_gpu_only_for_a_local_explainer(tmp_path):
-    """The profile gives explain_features / detection_scores no GPU; the workflow does, for kind: local."""
+    """The profile gives explain_features / detection_scores no GPU; the workflow does, for kind: local, and
+    to detection_scores only when that local model also judges."""
     for rule in ("explain_features", "detection_scores"):
         assert "gpu" not in RESOURCES[rule]
 
-    def gpus(kind: str) -> set[str]:
+    def gpus(kind: str, judge: str = "explainer") -> set[str]:
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
         config["interpret"]["explainer"] = {"kind": kind, "model": "llama-3.1-8b"} if kind == "local" else {}
-        path = tmp_path / f"{kind}.yaml"
+        if kind == "contrastive":
+            config["interpret"]["explainer"] = {"kind": kind}
+        config["interpret"]["detection_judge"] = judge
+        path = tmp_path / f"{kind}-{judge}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         command = snakemake_command(
             "-n", "--profile", "slurm", "--configfile", str(path), "--", "interpretation"
@@ -90,7 +94,11 @@ def test_explainer_rules_get_a_gpu_only_for_a_local_explainer(tmp_path):
         }
 
     assert {"explain_features", "detection_scores"} <= gpus("local")
+    assert "explain_features" in gpus("local", "lexical") and "detection_scores" not in gpus(
+        "local", "lexical"
+    )
     assert not {"explain_features", "detection_scores"} & gpus("openai")
+    assert not {"explain_features", "detection_scores"} & gpus("contrastive", "lexical")
 
 
 @pytest.mark.parametrize("rule", ["train_sarm", "train_vanilla_rm", "sample_activations"])

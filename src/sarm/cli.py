@@ -75,7 +75,7 @@ def read_conversations(args: argparse.Namespace) -> list[list[Message]]:
     return conversations
 
 
-def read_explanations(path: str | None) -> dict[int, tuple[str, float]]:
+def read_explanations(path: str | None) -> dict[int, tuple[str, float | None]]:
     """feature -> (explanation, score) from a parquet or CSV table with columns feature, explanation, score."""
     if path is None:
         return {}
@@ -85,7 +85,12 @@ def read_explanations(path: str | None) -> dict[int, tuple[str, float]]:
         raise CommandError(
             f"explanations table {path} lacks column(s) {missing}; expected {list(EXPLANATION_COLUMNS)}"
         )
-    return {int(r.feature): (str(r.explanation), float(r.score)) for r in table.itertuples()}
+    # A contrastive explanation has no score (None); an unparseable answer has no explanation (row skipped).
+    return {
+        int(r.feature): (str(r.explanation), float(r.score) if pd.notna(r.score) else None)
+        for r in table.itertuples()
+        if pd.notna(r.explanation)
+    }
 
 
 def top_features(
@@ -142,7 +147,9 @@ def _format(number: int, total: int, reward: float, active: int, features: list[
     lines = [f"{title}reward {reward:+.4f} ({active} active features)"]
     lines.append(f"  {'feature':>8} {'z_i':>9} {'w_i':>9} {'z_i*w_i':>9}  explanation")
     for f in features:
-        note = f"{f['explanation']} (score {f['explanation_score']:g})" if "explanation" in f else ""
+        note = f["explanation"] if "explanation" in f else ""
+        if "explanation" in f and f["explanation_score"] is not None:
+            note += f" (score {f['explanation_score']:g})"
         lines.append(
             f"  {f['feature']:>8} {f['activation']:>9.4f} {f['weight']:>9.4f} {f['contribution']:>+9.4f}  {note}".rstrip()
         )

@@ -157,7 +157,8 @@ def check_explainer(
     if not key:
         raise ConfigError(
             f"config key `interpret.explainer.kind` is openai but the environment variable {variable} is "
-            "empty or not set: export your API key in it, or set `interpret.explainer.kind: local` "
+            "empty or not set: export your API key in it, or set `interpret.explainer.kind` to local or "
+            "contrastive "
             "(or `interpret.explainer.check_key: false` if every answer is already cached)"
         )
     if explainer.get("check_endpoint"):
@@ -333,6 +334,12 @@ def _check_references(config: dict[str, Any]) -> None:
     for key, name in named:
         if name not in config["experiments"]:
             raise ConfigError(f"config key `{key}` names {name!r}, which is not in `experiments`")
+    interpret = config.get("interpret", {})
+    if interpret.get("detection_judge") == "explainer" and interpret["explainer"]["kind"] == "contrastive":
+        raise ConfigError(
+            "config key `interpret.detection_judge` is explainer, but `interpret.explainer.kind` contrastive "
+            "has no chat model to judge with: set `interpret.detection_judge: lexical`"
+        )
     for spec in tables["table1"].get("vanilla", []):
         if spec["backbone"] not in config["backbones"]:
             raise ConfigError(

@@ -16,13 +16,22 @@ def tables():
     explanations = pd.DataFrame(
         {
             "feature": explained,
+            "explainer": ["openai:gpt-4o", "contrastive"] + ["openai:gpt-4o"] * 4,
             "explanation": ["Refusals.", "Insults | slurs.", None, "Typos.", "Code.", "Dates."],
             "score": pd.array([5, 4, None, 2, 3, 1], dtype="Int64"),
             "status": ["ok", "ok", "unparseable", "ok", "ok", "ok"],
             "raw": [""] * 6,
         }
     )
-    detection = pd.DataFrame({"feature": [1, 2], "accuracy": [0.9, 0.65]})
+    detection = pd.DataFrame(
+        {
+            "feature": [1, 2, 4],
+            "judge": ["lexical", "lexical", "lexical"],
+            "n_activating": [10, 10, 1],
+            "n_non_activating": [10, 10, 1],
+            "accuracy": [0.9, 0.65, None],  # feature 4: unparseable judge answer
+        }
+    )
     contexts = pd.DataFrame(
         [(f, r, 4.0 - r, f"context {r} of feature {f}, costs $5.", "s") for f in range(8) for r in range(4)],
         columns=["feature", "rank", "activation", "context", "source_id"],
@@ -39,24 +48,27 @@ def test_cards_take_the_largest_positive_and_most_negative_explained_weights(tab
         (4, NEGATIVE),
     ]
     first = cards[0]
-    assert (first.weight, first.explanation, first.score, first.detection_accuracy) == (
+    assert (first.weight, first.explainer, first.explanation, first.score) == (
         0.5,
+        "openai:gpt-4o",
         "Refusals.",
         5,
-        0.9,
     )
+    assert (first.detection_accuracy, first.detection_contexts, first.judge) == (0.9, 20, "lexical")
     assert first.examples == [
         (4.0, "context 0 of feature 1, costs $5."),
         (3.0, "context 1 of feature 1, costs $5."),
     ]
     assert cards[1].detection_accuracy is None  # feature 5 was not detection-scored
+    assert (cards[3].detection_accuracy, cards[3].detection_contexts) == (None, None)  # 4: no accuracy
 
 
 def test_markdown_lists_each_card_with_its_numbers_and_escapes_table_cells(tables):
     text = cards_markdown(feature_cards(WEIGHT, *tables, per_sign=3))
-    assert "| 1 | +0.5 | Refusals. | 5/5 | 0.90 |" in text
-    assert "| 2 | -0.4 | Insults \\| slurs. | 4/5 | 0.65 |" in text
-    assert "| 3 | +0.2 | (no explanation: unparseable) | n/a | n/a |" in text
+    assert "| 1 | +0.5 | openai:gpt-4o | Refusals. | 5/5 | 0.90 on 20 (lexical) |" in text
+    assert "| 2 | -0.4 | contrastive | Insults \\| slurs. | 4/5 | 0.65 on 20 (lexical) |" in text
+    assert "| 3 | +0.2 | openai:gpt-4o | (no explanation: unparseable) | n/a | n/a |" in text
+    assert "Explainer contrastive; score 4/5; detection accuracy 0.65 on 20 (lexical)." in text
     assert text.index("## Positive") < text.index("### Feature 1 ") < text.index("## Negative")
     assert "| 4 | context 0 of feature 2, costs $5. |" in text
 
@@ -67,6 +79,14 @@ def test_markdown_says_when_a_sign_has_no_feature(tables):
     assert "No explained feature has a negative weight." in cards_markdown(
         feature_cards(WEIGHT, only_positive, detection, contexts)
     )
+
+
+@pytest.mark.parametrize(("table", "column"), [(0, "explainer"), (1, "judge"), (1, "n_activating")])
+def test_tables_without_provenance_or_context_counts_are_refused(tables, table, column):
+    tables = list(tables)
+    tables[table] = tables[table].drop(columns=column)
+    with pytest.raises(ValueError, match=f"lacks column.*{column}"):
+        feature_cards(WEIGHT, *tables)
 
 
 def test_explained_feature_outside_the_head_is_an_error(tables):

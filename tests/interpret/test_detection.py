@@ -5,13 +5,17 @@ import re
 import pandas as pd
 import pytest
 
+from sarm.interpret.contrastive import ContrastiveExplainer
 from sarm.interpret.detection import (
+    ChatJudge,
     DetectionConfig,
+    LexicalJudge,
+    build_judge,
     classification_scores,
     detection_examples,
     detection_scores,
 )
-from sarm.interpret.explainers import CachedChatModel, LocalExplainer, OpenAIExplainer
+from sarm.interpret.explainers import CachedChatModel, ExplainerError, LocalExplainer, OpenAIExplainer
 from tests.openai_stub import OpenAIStub
 
 CONFIG = DetectionConfig(activating=3, non_activating=3, holdout_from_rank=2, seed=0)
@@ -140,3 +144,34 @@ def test_judge_can_be_a_local_model(tables, tiny_backbone, tmp_path):
     judge = LocalExplainer(tiny_backbone, cache_dir=tmp_path, max_tokens=4)
     table = detection_scores(contexts, background, explanations, judge, CONFIG)
     assert set(table["status"]) <= {"ok", "unparseable", "too_few_contexts"} and judge.requests_made == 2
+
+
+def test_lexical_judge_matches_content_words_of_the_explanation_not_stop_words():
+    contexts = ["Sorry, I cannot do that.", "The sum is 4.", "It is what it is.", "SORRY!"]
+    hits, raw = LexicalJudge().matches("The sorry ones, and it", contexts)
+    assert hits == {0, 3}  # "the", "and", "it" are stop words: "The sum is 4." does not match
+    assert raw == "words: ones, sorry\nMatches: 1: sorry; 4: sorry"
+    assert LexicalJudge().matches("zebra", contexts) == (set(), "words: zebra\nMatches: none")
+
+
+def test_lexical_judge_scores_words_from_the_contexts(tables):
+    contexts, background, explanations = tables
+    words_explanations = explanations.assign(explanation=["cannot", "sum", "only", None])
+    table = detection_scores(contexts, background, words_explanations, LexicalJudge(), CONFIG).set_index(
+        "feature"
+    )
+    assert table.loc[1, ["judge", "accuracy", "recall"]].tolist() == ["lexical", 1.0, 1.0]
+    assert table.loc[2, "accuracy"] == 1.0
+
+
+def test_the_judge_is_lexical_or_a_chat_explainer():
+    assert isinstance(build_judge("lexical", ContrastiveExplainer()), LexicalJudge)
+    chat = ScriptedJudge(lambda prompt: "Matches: none")
+    assert (
+        isinstance(build_judge("explainer", chat), ChatJudge)
+        and build_judge("explainer", chat).name == "ScriptedJudge"
+    )
+    with pytest.raises(ExplainerError, match="`interpret.detection_judge: lexical`"):
+        build_judge("explainer", ContrastiveExplainer())
+    with pytest.raises(ExplainerError, match="must be one of lexical, explainer"):
+        build_judge("oracle", chat)

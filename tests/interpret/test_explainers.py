@@ -51,7 +51,12 @@ def test_retries_429_and_500_with_backoff_then_parses_answer(api_key, contexts, 
     with OpenAIStub([Reply(429, "slow down"), Reply(500, "boom"), Reply(200, GOOD)]) as stub:
         table = explain_features(contexts, [3], openai_explainer(stub, tmp_path, max_retries=3))
     assert len(stub.requests) == 3
-    assert table.loc[0, ["feature", "status", "score"]].tolist() == [3, "ok", 4]
+    assert table.loc[0, ["feature", "explainer", "status", "score"]].tolist() == [
+        3,
+        "openai:gpt-test",
+        "ok",
+        4,
+    ]
     assert table.loc[0, "explanation"] == "Refusals to help with a harmful request."
 
 
@@ -196,7 +201,8 @@ def test_local_explainer_kind_needs_a_model_folder(tmp_path):
     config = ExplainerConfig(kind="local", model="smollm2-135m")
     with pytest.raises(ExplainerError, match="no model folder"):
         build_explainer(config, tmp_path)
-    assert isinstance(build_explainer(config, tmp_path, local_model=tmp_path), LocalExplainer)
+    local = build_explainer(config, tmp_path, local_model=tmp_path)
+    assert isinstance(local, LocalExplainer) and local.name == "local:smollm2-135m"
 
 
 def test_local_explainer_writes_the_answer_format_and_the_model_fills_each_field(tiny_backbone):

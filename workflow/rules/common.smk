@@ -102,29 +102,47 @@ def backbone_files(wildcards):
 
 
 def explainer_path():
-    """Folder of the local explainer model (a backbone of the config), or None for an API explainer."""
+    """Folder of the local explainer model (a backbone of the config), or None for an API / contrastive one."""
     explainer = config["interpret"]["explainer"]
     return backbone_path(explainer["model"]) if explainer["kind"] == "local" else None
 
 
-def explainer_gpus():
-    """A GPU for the explainer / judge model only when it runs locally (an API explainer needs none)."""
-    return 1 if config["interpret"]["explainer"]["kind"] == "local" else 0
+def judge_uses_explainer():
+    """Detection asks the chat explainer (detection_judge: explainer) instead of the lexical judge."""
+    return config["interpret"]["detection_judge"] == "explainer"
 
 
-def explainer_files(wildcards):
-    """The local explainer's converted folder; for an API explainer, its key (and endpoint) checked first."""
-    explainer = config["interpret"]["explainer"]
-    if explainer["kind"] == "local":
-        return backbone_files_of(explainer["model"])
-    interpret = INTERPRET_DIR.format(**wildcards)
-    done = all(
-        Path(interpret, name).exists()
-        for name in ("explanations.parquet", "detection.parquet")
-    )
-    if explainer.get("check_key", True) and not done:
-        check_explainer(explainer)  # once per process: an endpoint check is one request
-    return []
+def explainer_gpus(rule_name):
+    """A GPU only where a local chat model runs: explain_features, and detection_scores if it judges."""
+    local = config["interpret"]["explainer"]["kind"] == "local"
+    return int(local and (rule_name == "explain_features" or judge_uses_explainer()))
+
+
+def explainer_files(rule_name):
+    """Input function: the local explainer's converted folder; for an API explainer, its key (and endpoint)
+    checked first; nothing for the contrastive explainer, or for detection_scores with the lexical judge.
+    """
+
+    def files(wildcards):
+        explainer = config["interpret"]["explainer"]
+        if explainer["kind"] == "contrastive" or (
+            rule_name == "detection_scores" and not judge_uses_explainer()
+        ):
+            return []
+        if explainer["kind"] == "local":
+            return backbone_files_of(explainer["model"])
+        interpret = INTERPRET_DIR.format(**wildcards)
+        done = all(
+            Path(interpret, name).exists()
+            for name in ("explanations.parquet", "detection.parquet")
+        )
+        if explainer.get("check_key", True) and not done:
+            check_explainer(
+                explainer
+            )  # once per process: an endpoint check is one request
+        return []
+
+    return files
 
 
 def reward_model_layers(backbone):

@@ -30,11 +30,13 @@ rule feature_contexts:
 
 
 rule explain_features:
-    """Explanation + 1-5 consistency score per feature; the API key is read from the environment."""
+    """Explanation per feature: an LLM's (with a 1-5 consistency score) or the contrastive words; an API key
+    is read from the environment."""
     input:
         model=f"{REWARD_MODEL_DIR}/reward_model.json",
         contexts=f"{INTERPRET_DIR}/contexts.parquet",
-        explainer=explainer_files,
+        background=f"{INTERPRET_DIR}/background.parquet",
+        explainer=explainer_files("explain_features"),
     output:
         explanations=f"{INTERPRET_DIR}/explanations.parquet",
     log:
@@ -44,7 +46,7 @@ rule explain_features:
     conda:
         ENVS / "interpret.yaml"
     resources:
-        gpu=explainer_gpus(),
+        gpu=explainer_gpus("explain_features"),
     params:
         interpret=only(
             config, "interpret", ["explainer", "max_features", "top_contexts"]
@@ -56,12 +58,13 @@ rule explain_features:
 
 
 rule detection_scores:
-    """Beyond the paper: can a judge pick activating contexts from the explanation alone?"""
+    """Beyond the paper: can a judge (lexical, or the chat explainer) pick activating contexts from the
+    explanation alone?"""
     input:
         contexts=f"{INTERPRET_DIR}/contexts.parquet",
         background=f"{INTERPRET_DIR}/background.parquet",
         explanations=f"{INTERPRET_DIR}/explanations.parquet",
-        explainer=explainer_files,
+        explainer=explainer_files("detection_scores"),
     output:
         detection=f"{INTERPRET_DIR}/detection.parquet",
     log:
@@ -71,10 +74,12 @@ rule detection_scores:
     conda:
         ENVS / "interpret.yaml"
     resources:
-        gpu=explainer_gpus(),
+        gpu=explainer_gpus("detection_scores"),
     params:
         interpret=only(
-            config, "interpret", ["explainer", "detection_contexts", "top_contexts"]
+            config,
+            "interpret",
+            ["explainer", "detection_contexts", "top_contexts", "detection_judge"],
         ),
         explainer_path=explainer_path(),
         cache=EXPLAINER_CACHE,

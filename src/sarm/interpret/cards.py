@@ -1,5 +1,6 @@
 """Feature cards, the paper's case studies: the explained features with the largest positive and negative
-value-head weights, each with its explanation, consistency score, detection accuracy and top contexts.
+value-head weights, each with who explained it, its explanation, consistency score, detection accuracy (with
+the number of contexts and the judge it was measured with) and top contexts.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ class FeatureCard:
     feature: int
     sign: str
     weight: float
+    explainer: str  # e.g. contrastive, local:smollm2-135m, openai:gpt-4o
     explanation: str | None
     score: int | None
     status: str
     detection_accuracy: float | None
+    detection_contexts: int | None  # held-out activating + silent contexts the accuracy was measured on
+    judge: str | None
     examples: list[tuple[float, str]]  # (activation, context), strongest first
 
 
@@ -50,10 +54,12 @@ def feature_cards(
 ) -> list[FeatureCard]:
     """Cards for the `per_sign` explained features with the largest positive, then most negative, weights."""
     weight = torch.as_tensor(head_weight).detach().float().cpu().flatten()
+    _require(explanations, ["feature", "explainer", "explanation", "score", "status"], "explanations")
     explained = explanations.set_index("feature")
-    accuracy = (
-        {} if detection is None else dict(zip(detection["feature"], detection["accuracy"], strict=True))
-    )
+    measured = pd.DataFrame(columns=["accuracy", "n_activating", "n_non_activating", "judge"])
+    if detection is not None:
+        _require(detection, ["feature", "judge", "accuracy", "n_activating", "n_non_activating"], "detection")
+        measured = detection.set_index("feature")
     too_big = [int(f) for f in explained.index if not 0 <= f < weight.numel()]
     if too_big:
         raise ValueError(f"explained features {too_big[:5]} are outside the {weight.numel()} head weights")
@@ -64,19 +70,34 @@ def feature_cards(
     for feature, sign in chosen:
         row = explained.loc[feature]
         top = contexts[contexts["feature"] == feature].sort_values("rank").head(examples)
+        scored = measured.loc[feature] if feature in measured.index else None
+        accuracy = None if scored is None else _optional(scored["accuracy"])
         cards.append(
             FeatureCard(
                 feature=int(feature),
                 sign=sign,
                 weight=float(weight[feature]),
+                explainer=str(row["explainer"]),
                 explanation=None if pd.isna(row["explanation"]) else str(row["explanation"]),
                 score=None if pd.isna(row["score"]) else int(row["score"]),
                 status=str(row["status"]),
-                detection_accuracy=_optional(accuracy.get(feature)),
+                detection_accuracy=accuracy,
+                detection_contexts=None
+                if accuracy is None
+                else int(scored["n_activating"]) + int(scored["n_non_activating"]),
+                judge=None if accuracy is None else str(scored["judge"]),
                 examples=list(zip(top["activation"].astype(float), top["context"].astype(str), strict=True)),
             )
         )
     return cards
+
+
+def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"the {name} table lacks column(s) {missing} (written by an older version? rerun its rule)"
+        )
 
 
 def _cell(text: str) -> str:
@@ -92,7 +113,10 @@ def _score(card: FeatureCard) -> str:
 
 
 def _accuracy(card: FeatureCard) -> str:
-    return f"{card.detection_accuracy:.2f}" if card.detection_accuracy is not None else "n/a"
+    """e.g. "0.85 on 20 (lexical)": accuracy, held-out contexts it was measured on, judge."""
+    if card.detection_accuracy is None:
+        return "n/a"
+    return f"{card.detection_accuracy:.2f} on {card.detection_contexts} ({card.judge})"
 
 
 def cards_markdown(cards: list[FeatureCard], title: str = "Feature cards") -> str:
@@ -101,9 +125,12 @@ def cards_markdown(cards: list[FeatureCard], title: str = "Feature cards") -> st
         f"# {title}",
         "",
         "Features of the value head (r = sum_i z_i w_i) with the largest positive and negative weights among the",
-        "explained features. Score: Activation Consistency of the explanation (5 = every context fits, 1 = no",
-        "pattern). Detection: accuracy of a judge telling held-out activating contexts from silent ones using",
-        "only the explanation (0.5 = chance on a balanced mix).",
+        "explained features. Explainer: what wrote the explanation (contrastive: the words that set the top",
+        "contexts apart from silent ones, no language model). Score: Activation Consistency of the explanation",
+        "(5 = every context fits, 1 = no pattern), given by LLM explainers only. Detection: accuracy of a judge",
+        "telling held-out activating contexts from silent ones using only the explanation, on N contexts",
+        "(0.5 = chance on a balanced mix), and the judge (lexical: a context matches when it holds a content",
+        "word of the explanation).",
     ]
     for sign in (POSITIVE, NEGATIVE):
         group = [c for c in cards if c.sign == sign]
@@ -111,15 +138,22 @@ def cards_markdown(cards: list[FeatureCard], title: str = "Feature cards") -> st
         if not group:
             lines.append(f"No explained feature has a {sign} weight.")
             continue
-        lines += ["| feature | weight | explanation | score | detection |", "|---:|---:|---|:---:|:---:|"]
         lines += [
-            f"| {c.feature} | {c.weight:+.3g} | {_cell(_explanation(c))} | {_score(c)} | {_accuracy(c)} |"
+            "| feature | weight | explainer | explanation | score | detection |",
+            "|---:|---:|---|---|:---:|:---:|",
+        ]
+        lines += [
+            f"| {c.feature} | {c.weight:+.3g} | {_cell(c.explainer)} | {_cell(_explanation(c))} | {_score(c)} "
+            f"| {_accuracy(c)} |"
             for c in group
         ]
         for card in group:
             lines += ["", f"### Feature {card.feature} (w = {card.weight:+.3g})", ""]
             lines += [f"**Explanation:** {_cell(_explanation(card))}", ""]
-            lines += [f"Score {_score(card)}, detection accuracy {_accuracy(card)}.", ""]
+            lines += [
+                f"Explainer {card.explainer}; score {_score(card)}; detection accuracy {_accuracy(card)}.",
+                "",
+            ]
             lines += ["| activation | context |", "|---:|---|"]
             lines += [f"| {value:.3g} | {_cell(text)} |" for value, text in card.examples]
     return "\n".join(lines) + "\n"
@@ -164,7 +198,10 @@ def _draw_card(ax, card: FeatureCard) -> None:
     color = SIGN_COLORS[card.sign]
     ax.add_patch(_box(ax, color))
     text = {"transform": ax.transAxes, "va": "top", "ha": "left", "parse_math": False}
-    header = f"Feature {card.feature}   w = {card.weight:+.3g}   score {_score(card)}   detection {_accuracy(card)}"
+    header = (
+        f"Feature {card.feature}   w = {card.weight:+.3g}   {card.explainer}   score {_score(card)}   "
+        f"detection {_accuracy(card)}"
+    )
     ax.text(0.02, 0.95, header, fontsize=10, fontweight="bold", color=color, **text)
     explanation = textwrap.fill(_explanation(card), 95, max_lines=2, placeholder=" …")
     ax.text(0.02, 0.80, explanation, fontsize=9, style="italic", **text)

@@ -331,3 +331,24 @@ def _require_columns(table: pd.DataFrame, columns: list[str], path) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {columns}")
+
+
+def background_halves(background: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(explainer half, detection half) of the background sample, split by a hash of the context text.
+
+    An explainer that reads background contexts (the contrastive one) reads only the first half and
+    detection draws its silent contexts only from the second, so no explainer is judged on a text it saw;
+    equal texts land in the same half.
+    """
+    in_first = background["context"].astype(str).map(lambda text: _text_key(text) % 2 == 0).astype(bool)
+    return background[in_first], background[~in_first]
+
+
+def silent_contexts(background: pd.DataFrame, feature: int, exclude: Iterable[str] = ()) -> list[str]:
+    """Background texts on which `feature` is silent (not among the active features), minus `exclude`."""
+    excluded = set(exclude)
+    return [
+        text
+        for text, active in zip(background["context"].astype(str), background["active_features"], strict=True)
+        if feature not in set(active) and text not in excluded
+    ]

@@ -1,6 +1,7 @@
-"""Chat models that explain features: an OpenAI-compatible API or a local transformers model.
+"""Explainers of features: an OpenAI-compatible API, a local transformers chat model, or the contrastive word
+statistic of `contrastive.py` (no language model). `interpret.explainer.kind` picks one.
 
-Both share one on-disk response cache keyed by a hash of the request, so a rerun (or a run resumed after a
+The two chat models share one on-disk response cache keyed by a hash of the request, so a rerun (or a run resumed after a
 crash) makes no repeated calls. The API key is read from the environment at call time and never stored.
 """
 
@@ -25,6 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sarm.backbone import packaged_gguf_path
 from sarm.data.records import Message
+from sarm.interpret.contexts import background_halves, silent_contexts
+from sarm.interpret.contrastive import G2_AT_P001, ContrastiveExplainer, FeatureExplanation
 from sarm.interpret.prompts import ANSWER_FIELD, explanation_messages, parse_explanation
 from sarm.paths import GGUF_PREFIX
 from sarm.runtime import write_text_atomic
@@ -32,7 +35,8 @@ from sarm.runtime import write_text_atomic
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 60.0
-EXPLANATION_COLUMNS = ["feature", "explanation", "score", "status", "raw"]
+EXPLANATION_COLUMNS = ["feature", "explainer", "explanation", "score", "status", "raw"]
+EXPLAINER_KINDS = ("openai", "local", "contrastive")
 BODY_SHOWN = 120  # bytes of a bad answer shown in the error
 
 
@@ -83,10 +87,13 @@ class CachedChatModel(ABC):
     model: str
     temperature: float
     max_tokens: int
+    name: str  # provenance written beside each explanation, e.g. openai:gpt-4o
+    needs_background = False
 
     def __init__(self, cache_dir: str | Path | None):
         self.cache = ResponseCache(cache_dir)
         self.requests_made = 0
+        self.name = type(self).__name__  # subclasses name their backend
 
     def request(self, messages: list[Message]) -> dict:
         """What identifies an answer: the cache key is a hash of exactly this."""
@@ -111,6 +118,14 @@ class CachedChatModel(ABC):
     @abstractmethod
     def _generate(self, messages: list[Message]) -> str:
         """The backend's answer to `messages` (called only on a cache miss)."""
+
+    def explain_feature(self, shown: list[tuple[float, str]], silent: list[str]) -> FeatureExplanation:
+        """The model's explanation and 1..5 score from the top contexts (`silent` is not shown to it)."""
+        raw = self.complete(explanation_messages(shown))
+        parsed = parse_explanation(raw)
+        if parsed is None:
+            return FeatureExplanation(None, None, "unparseable", raw)
+        return FeatureExplanation(parsed.explanation, parsed.score, "ok", raw)
 
 
 class OpenAIExplainer(CachedChatModel):
@@ -137,6 +152,7 @@ class OpenAIExplainer(CachedChatModel):
         self.model, self.base_url, self.temperature = model, base_url, float(temperature)
         self.max_retries, self.max_tokens = max_retries, max_tokens
         self.api_key_env, self.backoff_seconds, self.timeout = api_key_env, backoff_seconds, timeout
+        self.name = f"openai:{model}"
         self._client = None
 
     def _get_client(self):
@@ -215,10 +231,17 @@ class OpenAIExplainer(CachedChatModel):
 class LocalExplainer(CachedChatModel):
     """A local transformers chat model, greedy decoding: a HF folder or a packaged `gguf:pkg/file.gguf`."""
 
-    def __init__(self, model_dir: str | Path, cache_dir: str | Path | None = None, max_tokens: int = 128):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        cache_dir: str | Path | None = None,
+        max_tokens: int = 128,
+        label: str | None = None,
+    ):
         super().__init__(cache_dir)
         self.model_dir = str(model_dir)
         self.model = f"local-fieldwise:{self.model_dir}"
+        self.name = f"local:{label or Path(self.model_dir).name}"
         self.temperature = 0.0
         self.max_tokens = max_tokens
         self._tokenizer = self._lm = None
@@ -272,12 +295,15 @@ class LocalExplainer(CachedChatModel):
 
 @dataclass(frozen=True)
 class ExplainerConfig:
-    kind: str = "openai"  # openai | local
+    kind: str = "openai"  # one of EXPLAINER_KINDS
     model: str = "gpt-4o"  # API model name (openai), or the backbone key of a local chat model
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_retries: int = 6
+    max_terms: int = 5  # contrastive: words per explanation
+    min_contexts: int = 2  # contrastive: top contexts a word must occur in
+    min_g2: float = G2_AT_P001  # contrastive: smallest G² of a word kept
 
     @classmethod
     def from_config(cls, explainer: dict) -> ExplainerConfig:
@@ -288,8 +314,10 @@ class ExplainerConfig:
 
 def build_explainer(
     config: ExplainerConfig, cache_dir: str | Path | None, local_model: str | Path | None = None
-) -> CachedChatModel:
-    """The configured explainer (also used as the detection judge); `local_model` is the folder for kind local."""
+) -> CachedChatModel | ContrastiveExplainer:
+    """The configured explainer (a chat one can also judge detection); `local_model`: the folder for kind local."""
+    if config.kind == "contrastive":
+        return ContrastiveExplainer(config.max_terms, config.min_contexts, config.min_g2)
     if config.kind == "openai":
         return OpenAIExplainer(
             config.model,
@@ -304,9 +332,9 @@ def build_explainer(
             raise ExplainerError(
                 "config key `interpret.explainer.kind` is local but no model folder was given"
             )
-        return LocalExplainer(local_model, cache_dir=cache_dir)
+        return LocalExplainer(local_model, cache_dir=cache_dir, label=config.model)
     raise ExplainerError(
-        f"config key `interpret.explainer.kind` must be openai or local, got {config.kind!r}"
+        f"config key `interpret.explainer.kind` must be one of {', '.join(EXPLAINER_KINDS)}, got {config.kind!r}"
     )
 
 
@@ -332,35 +360,42 @@ def _feature_contexts(contexts: pd.DataFrame, feature: int, top_contexts: int) -
 
 
 def explain_features(
-    contexts: pd.DataFrame, feature_ids: list[int], explainer: CachedChatModel, top_contexts: int = 40
+    contexts: pd.DataFrame,
+    feature_ids: list[int],
+    explainer: CachedChatModel | ContrastiveExplainer,
+    top_contexts: int = 40,
+    background: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per feature: explanation, score (1..5), status (ok | unparseable | no_contexts), raw answer."""
+    """One row per feature: who explained it, explanation, score (1..5 or none), status, raw answer.
+
+    Status: ok, no_contexts, unparseable (a chat answer without the two fields), no_distinctive_words or
+    no_silent_contexts (contrastive). `background` (background.parquet) is needed by the contrastive explainer, which reads its
+    explainer half only (`background_halves`).
+    """
     missing = {"feature", "rank", "activation", "context"} - set(contexts.columns)
     if missing:
         raise ValueError(f"feature contexts table lacks column(s) {sorted(missing)}")
+    if explainer.needs_background and background is None:
+        raise ValueError(f"the {explainer.name} explainer needs the background contexts (background.parquet)")
+    explainer_half = background_halves(background)[0] if background is not None else None
     rows = []
     for feature in tqdm(feature_ids, desc="explaining features", unit="feature"):
         shown = _feature_contexts(contexts, int(feature), top_contexts)
+        row = {"feature": int(feature), "explainer": explainer.name}
         if not shown:
-            rows.append(
-                {
-                    "feature": int(feature),
-                    "explanation": None,
-                    "score": None,
-                    "status": "no_contexts",
-                    "raw": "",
-                }
-            )
+            rows.append({**row, "explanation": None, "score": None, "status": "no_contexts", "raw": ""})
             continue
-        raw = explainer.complete(explanation_messages(shown))
-        parsed = parse_explanation(raw)
+        silent = []
+        if explainer_half is not None:
+            silent = silent_contexts(explainer_half, int(feature), exclude=[text for _, text in shown])
+        result = explainer.explain_feature(shown, silent)
         rows.append(
             {
-                "feature": int(feature),
-                "explanation": parsed.explanation if parsed else None,
-                "score": parsed.score if parsed else None,
-                "status": "ok" if parsed else "unparseable",
-                "raw": raw,
+                **row,
+                "explanation": result.explanation,
+                "score": result.score,
+                "status": result.status,
+                "raw": result.raw,
             }
         )
     table = pd.DataFrame(rows, columns=EXPLANATION_COLUMNS)
