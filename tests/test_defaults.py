@@ -13,6 +13,7 @@ import yaml
 from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.corpus import iter_sentences
 from sarm.interpret.steering import SOURCES, SteeringConfig
+from sarm.report.bootstrap import BootstrapConfig
 from sarm.rm.bradley_terry import SCHEDULES as RM_SCHEDULES
 from sarm.rm.bradley_terry import BTTrainConfig
 from sarm.rm.launch import MODEL_DEFAULTS
@@ -73,6 +74,12 @@ def test_steering_and_sampling_schema_defaults_equal_the_library():
     sampling = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
     sampling["storage_dtype"] = str(sampling["storage_dtype"]).removeprefix("torch.")
     assert compare("sampling", sampling) == []
+
+
+def test_bootstrap_schema_defaults_equal_the_library():
+    schema = PROPERTIES["tables"]["properties"]["bootstrap"]["properties"]
+    assert {key: value["default"] for key, value in schema.items()} == field_defaults(BootstrapConfig)
+    BootstrapConfig(resamples=schema["resamples"]["minimum"])
 
 
 def test_corpus_schema_defaults_equal_the_sentence_filter():
