@@ -15,6 +15,7 @@ from sarm.data.corpus import iter_sentences
 from sarm.interpret.detection import JUDGES, DetectionConfig
 from sarm.interpret.explainers import EXPLAINER_KINDS, ExplainerConfig
 from sarm.interpret.steering import SOURCES, SteeringConfig
+from sarm.report.bootstrap import BootstrapConfig
 from sarm.rm.bradley_terry import SCHEDULES as RM_SCHEDULES
 from sarm.rm.bradley_terry import BTTrainConfig
 from sarm.rm.launch import MODEL_DEFAULTS
@@ -86,6 +87,12 @@ def test_explainer_and_detection_judge_schema_defaults_equal_the_library():
     assert PROPERTIES["interpret"]["properties"]["detection_judge"]["default"] == DetectionConfig().judge
     assert sorted(explainer["kind"]["enum"]) == sorted(EXPLAINER_KINDS)
     assert sorted(PROPERTIES["interpret"]["properties"]["detection_judge"]["enum"]) == sorted(JUDGES)
+
+
+def test_bootstrap_schema_defaults_equal_the_library():
+    schema = PROPERTIES["tables"]["properties"]["bootstrap"]["properties"]
+    assert {key: value["default"] for key, value in schema.items()} == field_defaults(BootstrapConfig)
+    BootstrapConfig(resamples=schema["resamples"]["minimum"])
 
 
 def test_corpus_schema_defaults_equal_the_sentence_filter():

@@ -47,8 +47,19 @@ def test_paper_dag_holds_every_experiment(paper_dag):
         for k in (48, 96, 196, 240)
     ]
     expected += [f"results/tables/table{n}.md" for n in (1, 2, 3, 4)]
+    expected.append("results/tables/comparisons.md")
     missing = [path for path in expected if path not in paper_dag]
     assert not missing
+
+
+def test_paper_tables_read_the_rewards_and_sae_metrics_of_their_rows(paper_dag):
+    jobs = re.findall(
+        r"^rule results_table:\n    input: (.*)\n    output: results/tables/(table\d)", paper_dag, re.M
+    )
+    inputs = {table: line.split(", ") for line, table in jobs}
+    assert "results/llama-3.1-8b/layer16/token/sae_m65536_k192/metrics.json" in inputs["table2"]
+    assert "results/llama-3.1-8b/layer16/rm/sarm_random_m65536_k192/rewards.parquet" in inputs["table2"]
+    assert sum(path.endswith("/metrics.json") for path in inputs["table3"]) == 13  # one SAE per sweep run
 
 
 def test_paper_dag_job_counts(paper_dag):

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from sarm.backbone import load_tokenizer
 from sarm.data.chat import tokenize_conversations
 from sarm.data.rewardbench2 import load_rewardbench2
+from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.paths import ACTIVATIONS
 from sarm.rm.models import load_reward_model
 from sarm.sae.model import TopKSAE
@@ -51,7 +52,7 @@ def tiny_run(tiny_backbone, tmp_path_factory):
 
 def test_all_builds_every_table_figure_and_card(tiny_run):
     workdir, _ = tiny_run
-    for name in ["table1", "table2", "table3", "table4"]:
+    for name in ["table1", "table2", "table3", "table4", "comparisons"]:
         for suffix in (".md", ".csv", ".tex"):
             assert (workdir / "results/tables" / f"{name}{suffix}").stat().st_size > 0
     for kind in ("layer", "latents", "k"):
@@ -108,23 +109,38 @@ def test_steering_leaves_rewards_of_inactive_samples_unchanged(tiny_run):
     assert summary["head_edit"] == {"feature": summary["feature"], "scale": 10.0}
 
 
-def test_table_cells_come_from_result_files(tiny_run):
+def test_table_cells_and_intervals_come_from_result_files(tiny_run):
+    """Rewards where every correct completion wins: each best-of-4 cell is 100 with the interval [100, 100];
+    the SAE columns are the SAE's metrics.json; the comparison with the vanilla RM is paired."""
     workdir, config_path = tiny_run
-    result_file = workdir / SARM_DIR / "rewardbench2.json"
-    original = result_file.read_text()
-    scores = json.loads(original)
-    scores["subsets"] = dict.fromkeys(scores["subsets"], 0.123)
-    scores["overall"] = 0.123
+    scores_file, rewards_file = (
+        workdir / SARM_DIR / "rewardbench2.json",
+        workdir / SARM_DIR / "rewards.parquet",
+    )
+    originals = scores_file.read_text(), rewards_file.read_bytes()
+    rewards = pd.read_parquet(rewards_file)
+    rewards["reward"] = rewards["is_correct"].astype(float)
     try:
-        result_file.write_text(json.dumps(scores))
-        snakemake(workdir, config_path, "results/tables/table1.csv")
+        rewards.to_parquet(rewards_file, index=False)
+        scores_file.write_text(json.dumps(score_rewardbench2(rewards)))
+        snakemake(workdir, config_path, "results/tables/table1.csv", "results/tables/comparisons.csv")
         table = pd.read_csv(workdir / "results/tables/table1.csv")
-        ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")]
-        assert ours["Overall"].round(1).tolist() == [12.3]
-        assert (ours[["Factuality", "Ties"]].round(1) == 12.3).all(axis=None)
+        ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")].iloc[0]
+        for subset in ("Factuality", "Precise IF", "Math", "Safety", "Focus"):
+            assert (ours[subset], ours[f"{subset}_lo"], ours[f"{subset}_hi"]) == (100.0, 100.0, 100.0)
+        metrics = json.loads((workdir / SAE_DIR / "metrics.json").read_text())
+        assert ours["SAE FVU"] == pytest.approx(metrics["fvu"]) and ours["SAE split"] == "heldout"
+        vanilla = table[table["Model"].str.startswith("Vanilla RM")]
+        assert vanilla["SAE FVU"].isna().all() and vanilla["Overall_lo"].notna().all()
+        comparisons = pd.read_csv(workdir / "results/tables/comparisons.csv").set_index("Score")
+        assert comparisons.loc["Math", "A score"] == 100.0
+        difference = comparisons.loc["Overall"]
+        assert difference["Difference"] == pytest.approx(difference["A score"] - difference["B score"])
+        assert difference["Difference_lo"] <= difference["Difference"] <= difference["Difference_hi"]
     finally:
-        result_file.write_text(original)
-        snakemake(workdir, config_path, "results/tables/table1.csv")
+        scores_file.write_text(originals[0])
+        rewards_file.write_bytes(originals[1])
+        snakemake(workdir, config_path, "results/tables/table1.csv", "results/tables/comparisons.csv")
 
 
 def test_a_second_run_has_nothing_to_do(tiny_run):

@@ -70,6 +70,8 @@ def tiny_config(backbone: Path) -> dict:
             },
             "table2": {"experiments": ["random", "token", {"experiment": "SARM", "reported_as": "SARM-4B"}]},
             "table3": {"base": "SARM", "layer": [1, 2], "latents": ["4x", "8x"], "k": [4, 8]},
+            "comparisons": [{"name": "SARM vs vanilla", "a": "SARM", "b": {"backbone": "tiny", "layer": 2}}],
+            "bootstrap": {"resamples": 200},
         },
         "interpret": {
             "experiment": "SARM",

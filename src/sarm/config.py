@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sarm.paths import REWARD_MODEL_DIR, SARM_VARIANT, VANILLA_VARIANT
+from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, VANILLA_VARIANT
 
 
 class ConfigError(ValueError):
@@ -264,6 +264,16 @@ class RewardModelRun:
     def sae_level(self) -> str | None:
         return self.encoder if self.encoder in ("sequence", "token", "sequence_punct") else None
 
+    @property
+    def sae_directory(self) -> str | None:
+        """Folder of the pretrained SAE that is this model's encoder; None for a vanilla RM or a random
+        encoder (`random_topk` copies only the shape and input scale of an SAE, not its weights)."""
+        if self.sae_level is None:
+            return None
+        return SAE_DIR.format(
+            backbone=self.backbone, layer=self.layer, level=self.sae_level, latents=self.latents, k=self.k
+        )
+
 
 def experiment_run(config: dict[str, Any], name: str, **overrides) -> RewardModelRun:
     """The run of a named experiment, optionally with a layer/latents/k changed (sweeps)."""
@@ -315,6 +325,63 @@ def sweep_runs(config: dict[str, Any]) -> list[tuple[str, str, RewardModelRun]]:
     return rows
 
 
+def table_runs(config: dict[str, Any]) -> list[RewardModelRun]:
+    """Every reward model that is a row of Table 1, 2 or 3, each once."""
+    runs = [
+        experiment_run(config, name) for t in ("table1", "table2") for name, _ in table_entries(config, t)
+    ]
+    runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
+    runs += [run for _, _, run in sweep_runs(config)]
+    return list(dict.fromkeys(runs))
+
+
+def compared_run(config: dict[str, Any], side: str | dict[str, Any], key: str) -> RewardModelRun:
+    """The reward model one side of a comparison names: an experiment, or {backbone, layer} for a vanilla RM."""
+    if isinstance(side, str):
+        if side not in config["experiments"]:
+            raise ConfigError(f"config key `{key}` names {side!r}, which is not in `experiments`")
+        run = experiment_run(config, side)
+    else:
+        if side["backbone"] not in config["backbones"]:
+            raise ConfigError(f"config key `{key}` names backbone {side['backbone']!r}, not in `backbones`")
+        run = vanilla_run(config, side)
+    if run not in table_runs(config):
+        raise ConfigError(
+            f"config key `{key}` names {run.directory}, which is no row of Tables 1-3: only reproduced rows "
+            "can be compared (add it to `tables.table1` / `table2` / `table3`)"
+        )
+    return run
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One `tables.comparisons` entry: the comparisons table shows A - B."""
+
+    name: str
+    label_a: str
+    run_a: RewardModelRun
+    label_b: str
+    run_b: RewardModelRun
+
+
+def comparisons(config: dict[str, Any]) -> list[Comparison]:
+    pairs = []
+    for index, entry in enumerate(config["tables"].get("comparisons", [])):
+        key = f"tables.comparisons[{index}]"
+        run_a = compared_run(config, entry["a"], f"{key}.a")
+        run_b = compared_run(config, entry["b"], f"{key}.b")
+        if run_a == run_b:
+            raise ConfigError(f"config key `{key}` compares {run_a.directory} with itself")
+        label_a, label_b = run_label(entry["a"], run_a), run_label(entry["b"], run_b)
+        pairs.append(Comparison(entry.get("name", f"{label_a} vs {label_b}"), label_a, run_a, label_b, run_b))
+    return pairs
+
+
+def run_label(name: str | dict[str, Any], run: RewardModelRun) -> str:
+    """A row's label: the experiment's name, or for a vanilla RM its backbone and resolved layer."""
+    return name if isinstance(name, str) else f"Vanilla RM ({run.backbone}, layer {run.layer})"
+
+
 def _check_references(config: dict[str, Any]) -> None:
     for name, spec in config["experiments"].items():
         if spec["backbone"] not in config["backbones"]:
@@ -347,6 +414,7 @@ def _check_references(config: dict[str, Any]) -> None:
             )
         vanilla_run(config, spec)
     sweep_runs(config)
+    comparisons(config)
 
 
 _CHECKED_EXPLAINERS: set[str] = set()

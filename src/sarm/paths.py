@@ -41,6 +41,8 @@ STEERING_DIR = f"{REWARD_MODEL_DIR}/steering"
 
 # The paper's tables (this stem + .md, .csv or .tex) and the Table 3 sweep plots.
 TABLE = "results/tables/table{n}"
+# Paired bootstrap differences between configured pairs of reproduced rows (this stem + .md, .csv, .tex).
+COMPARISONS = "results/tables/comparisons"
 SWEEP_PLOT = "results/figures/table3_{kind}.png"
 
 # Answers of the explainer / judge model, reused across runs.

@@ -2,12 +2,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from sarm.report.bootstrap import BootstrapConfig, score_estimates
 from sarm.report.tables import (
     REPORTED,
     REPRODUCED,
+    SCORE_COLUMNS,
     SUBSETS,
     ResultRow,
     compute_table,
@@ -17,6 +20,7 @@ from sarm.report.tables import (
     write_table,
 )
 from tests.conftest import REPO
+from tests.report.rb2_files import random_prompts, write_evaluation
 
 REPORTED_CSV = REPO / "resources" / "paper" / "paper_reported.csv"
 COMPUTE_CSV = REPO / "resources" / "paper" / "paper_compute.csv"
@@ -231,7 +235,7 @@ def test_write_table_writes_markdown_csv_and_escaped_booktabs_latex(tmp_path):
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"SARM\_demo \& 50\% & reproduced" in tex
     assert r"\caption{Ablations | 100\% of \#runs}" in tex
-    assert r"\begin{tabular}{lllrrrrrrr}" in tex
+    assert r"\begin{tabular}{lllrrrrrrrrrrl}" in tex  # 7 scores, SAE FVU, L0, dead fraction, split
     assert r"\label{tab:table2}" in tex
     md = (tmp_path / "out" / "table2.md").read_text()
     assert md.startswith("Ablations | 100% of #runs\n")
@@ -285,3 +289,101 @@ def test_compute_table_names_a_missing_or_malformed_benchmark_file(tmp_path):
     bad.write_text(bad.read_text().replace("1.0000", "soon"))
     with pytest.raises(ValueError, match="bad.tsv, line 2: column `s` must be a number"):
         compute_table({"SAE training": [bad]}, "cpu", COMPUTE_CSV)
+
+
+def write_sae_metrics(path: Path, fvu: float, l0: float, dead: float, split: str = "heldout") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"eval_split": split, "fvu": fvu, "l0": l0, "dead_fraction": dead, "steps": 3})
+    )
+    return path
+
+
+def test_reproduced_cells_carry_their_bootstrap_interval_and_reported_cells_none(tmp_path):
+    scores, rewards = write_evaluation(tmp_path / "sarm", random_prompts(np.random.default_rng(0)))
+    rows = [ResultRow("ours", scores, rewards=rewards)]
+    table = results_table(rows, REPORTED_CSV, "table2", BootstrapConfig(resamples=500, seed=0))
+
+    ours = table[table["Source"] == REPRODUCED].iloc[0]
+    estimates = score_estimates(rewards, BootstrapConfig(resamples=500, seed=0))
+    for column in SCORE_COLUMNS:
+        assert ours[f"{column}_lo"] == pytest.approx(100 * estimates[column].low)
+        assert ours[f"{column}_hi"] == pytest.approx(100 * estimates[column].high)
+        assert ours[f"{column}_lo"] <= ours[column] <= ours[f"{column}_hi"]
+    paper = table[table["Source"] == REPORTED]
+    assert paper[[f"{c}_{b}" for c in SCORE_COLUMNS for b in ("lo", "hi")]].isna().all(axis=None)
+
+
+def test_markdown_shows_half_the_interval_width_and_latex_the_bounds(tmp_path):
+    scores, rewards = write_evaluation(tmp_path / "sarm", random_prompts(np.random.default_rng(2)))
+    table = results_table([ResultRow("ours", scores, rewards=rewards)], REPORTED_CSV, "table2")
+    write_table(table, tmp_path / "t", caption="c")
+    ours = table.set_index("Model").loc["ours"]
+    half = (ours["Overall_hi"] - ours["Overall_lo"]) / 2
+    md = (tmp_path / "t.md").read_text()
+    assert f"| ours | reproduced |  | {ours['Overall']:.1f} ± {half:.1f} | {ours['Factuality']:.1f} ± " in md
+    assert "| SARM-4B | reported | (4+0.3)B | 73.6 | " in md  # no interval on the paper's row
+    tex = (tmp_path / "t.tex").read_text()
+    assert f"${ours['Overall']:.1f}_{{{ours['Overall_lo']:.1f}}}^{{{ours['Overall_hi']:.1f}}}$" in tex
+    back = pd.read_csv(tmp_path / "t.csv").set_index("Model")
+    assert back.loc["ours", "Overall_lo"] == pytest.approx(ours["Overall_lo"])
+
+
+def test_rewards_from_another_evaluation_are_refused(tmp_path):
+    scores, _ = write_evaluation(tmp_path / "a", random_prompts(np.random.default_rng(0)))
+    _, other = write_evaluation(tmp_path / "b", random_prompts(np.random.default_rng(1)))
+    with pytest.raises(
+        ValueError, match="row 'ours': the rewards in .*b/rewards.parquet give Overall .* but .*a/"
+    ):
+        results_table([ResultRow("ours", scores, rewards=other)], REPORTED_CSV, "table2")
+
+
+def test_each_row_shows_the_metrics_of_its_own_sae(tmp_path):
+    sequence = write_sae_metrics(tmp_path / "sequence/metrics.json", fvu=0.07, l0=27.0, dead=0.01)
+    token = write_sae_metrics(tmp_path / "token/metrics.json", fvu=0.25, l0=26.5, dead=0.2, split="train")
+    rows = [
+        ResultRow("SARM", write_scores(tmp_path / "s.json"), sae_metrics=sequence),
+        ResultRow("token-level", write_scores(tmp_path / "t.json"), sae_metrics=token),
+        ResultRow("random encoder", write_scores(tmp_path / "r.json")),
+    ]
+    table = results_table(rows, REPORTED_CSV, "table2").set_index("Model")
+    sae = ["SAE FVU", "SAE L0", "SAE dead fraction", "SAE split"]
+    assert table.loc["SARM", sae].tolist() == [0.07, 27.0, 0.01, "heldout"]
+    assert table.loc["token-level", sae].tolist() == [0.25, 26.5, 0.2, "train"]
+    assert table.loc["random encoder", sae].isna().all()
+    assert table.loc["SARM-4B", sae].isna().all()  # the paper's row
+    write_table(table.reset_index(), tmp_path / "t", caption="c")
+    md = (tmp_path / "t.md").read_text()
+    assert "| SARM | reproduced |" in md and "| 0.070 | 27.0 | 0.010 | heldout |" in md
+    assert "| 0.250 | 26.5 | 0.200 | train |" in md
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"fvu": 0.1, "l0": 3, "dead_fraction": 0.1}, "key `eval_split` is missing"),
+        ({"fvu": 0.1, "l0": 3, "eval_split": "heldout"}, "key `dead_fraction` is missing"),
+        (
+            {"fvu": "low", "l0": 3, "dead_fraction": 0.1, "eval_split": "heldout"},
+            "key `fvu` must be a finite",
+        ),
+        (
+            {"fvu": 0.1, "l0": 3, "dead_fraction": 2.0, "eval_split": "heldout"},
+            "key `dead_fraction` must be a fraction",
+        ),
+        (
+            {"fvu": 0.1, "l0": 3, "dead_fraction": 0.1, "eval_split": "test"},
+            "key `eval_split` must be one of",
+        ),
+    ],
+)
+def test_malformed_sae_metrics_name_the_file_and_key(tmp_path, content, message):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(content))
+    rows = [ResultRow("x", write_scores(tmp_path / "r.json"), sae_metrics=path)]
+    with pytest.raises(ValueError, match=f"metrics.json: {message}"):
+        results_table(rows, REPORTED_CSV, "table2")
+    with pytest.raises(FileNotFoundError, match="gone/metrics.json does not exist"):
+        results_table(
+            [ResultRow("x", rows[0].path, sae_metrics=tmp_path / "gone/metrics.json")], REPORTED_CSV
+        )

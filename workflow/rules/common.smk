@@ -11,9 +11,12 @@ from sarm.config import (
 )
 from sarm.download import DOWNLOADED, configure_environment, hub_sources
 from sarm.params import only, result_keys
+from sarm.report.rows import comparison_rows, input_files
+from sarm.report.rows import result_rows as table_rows
 from sarm.paths import (
     ACTIVATIONS,
     BENCHMARKS,
+    COMPARISONS,
     CONVERTED_BACKBONE,
     EXPLAINER_CACHE,
     FINAL_STATES,
@@ -254,6 +257,7 @@ def named_targets():
         experiment_run(config, name) for name, _ in table_entries(config, "table2")
     ]
     targets = {f"table{n}": [f"{TABLE.format(n=n)}.md"] for n in (1, 2, 3, 4)}
+    targets["comparisons"] = [f"{COMPARISONS}.md"]
     for kind in ("layer", "latents", "k"):
         runs = [run for swept, _, run in sweep_runs(config) if swept == kind]
         targets[f"sweep_{kind}"] = [
@@ -282,45 +286,18 @@ def report_caption(name):
 
 
 def result_rows(table):
-    """Rows of a results table: our label, our result file, and the paper row shown beside it."""
-    tables = config["tables"]
-    if table == "table3":
-        rows = []
-        for kind, value, run in sweep_runs(config):
-            hidden_size = config["backbones"][run.backbone]["hidden_size"]
-            swept = {
-                "layer": run.layer,
-                "latents": run.latents / hidden_size,
-                "k": run.k,
-            }[kind]
-            rows.append(
-                {
-                    "label": f"{run.backbone} layer {run.layer}, M={run.latents}, k={run.k}",
-                    "path": f"{run.directory}/rewardbench2.json",
-                    "sweep": kind,
-                    "sweep_value": swept,
-                }
-            )
-        return rows
-    rows = [
-        {
-            "label": name,
-            "path": f"{experiment_dir(name)}/rewardbench2.json",
-            "reported_as": reported_as,
-        }
-        for name, reported_as in table_entries(config, table)
-    ]
-    if table == "table1":
-        for spec in tables["table1"].get("vanilla", []):
-            run = vanilla_run(config, spec)
-            rows.append(
-                {
-                    "label": f"Vanilla RM ({run.backbone}, layer {run.layer})",
-                    "path": f"{run.directory}/rewardbench2.json",
-                }
-            )
-    return rows
+    """Rows of a results table: our label, our result files, and the paper row shown beside it."""
+    return table_rows(config, table)
 
 
 def result_files(table):
-    return list(dict.fromkeys(row["path"] for row in result_rows(table)))
+    """Every file a results table reads: scores, per-completion rewards, SAE metrics."""
+    return input_files(result_rows(table))
+
+
+def comparison_files():
+    """The scores and rewards of both sides of every comparison."""
+    keys = ("scores_a", "rewards_a", "scores_b", "rewards_b")
+    return list(
+        dict.fromkeys(row[key] for row in comparison_rows(config) for key in keys)
+    )

@@ -6,6 +6,7 @@ TABLE4 = TABLE.format(n=4)
 
 localrules:
     results_table,
+    comparisons_table,
     compute_table,
     sweep_plot,
 
@@ -30,9 +31,34 @@ rule results_table:
         ENVS / "tables.yaml"
     params:
         rows=lambda wildcards: result_rows(f"table{wildcards.n}"),
+        bootstrap=config["tables"]["bootstrap"],
         caption=lambda wildcards: report_caption(f"table{wildcards.n}"),
     script:
         "../../scripts/results_table.py"
+
+
+rule comparisons_table:
+    """Paired bootstrap of A - B for the configured pairs of reproduced rows (tables.comparisons)."""
+    input:
+        results=comparison_files(),
+    output:
+        markdown=report(
+            f"{COMPARISONS}.md",
+            caption="../report/comparisons.rst",
+            category="Tables",
+        ),
+        csv=f"{COMPARISONS}.csv",
+        latex=f"{COMPARISONS}.tex",
+    log:
+        log_path("comparisons_table", "comparisons"),
+    conda:
+        ENVS / "tables.yaml"
+    params:
+        pairs=comparison_rows(config),
+        bootstrap=config["tables"]["bootstrap"],
+        caption=report_caption("comparisons"),
+    script:
+        "../../scripts/comparisons_table.py"
 
 
 rule compute_table:

@@ -69,10 +69,6 @@ def ties_prompt_stats(scores: Sequence[float], num_correct: int) -> TiesStats:
     return TiesStats(accurate=margin > 0, margin=margin, spread=spread, finite=True)
 
 
-def _mean(values: list[float]) -> float:
-    return float(np.mean(values)) if values else 0.0
-
-
 def _ties_key(prompt_id: str) -> tuple[str, int]:
     kind, _, number = str(prompt_id).partition(":")
     if kind not in ("ref", "tied") or not number.lstrip("-").isdigit():
@@ -80,8 +76,51 @@ def _ties_key(prompt_id: str) -> tuple[str, int]:
     return kind, int(number)
 
 
-def ties_components(prompts: Iterable[tuple[str, Sequence[float], int]]) -> dict[str, float]:
-    """The five terms of the Ties score from (id, scores, num_correct) per prompt, ids 'ref:N' / 'tied:N'."""
+@dataclass(frozen=True)
+class ScoreTerm:
+    """One weighted mean of a subset score: `weight` x the mean of `values` over the units `counted`."""
+
+    weight: float
+    values: np.ndarray
+    counted: np.ndarray  # bool per unit
+
+
+@dataclass(frozen=True)
+class SubsetTerms:
+    """A subset score as a weighted sum of means over its units (prompts; Ties: questions N).
+
+    `score(counts)` gives the score when unit j enters `counts[..., j]` times: all ones is the score
+    itself, a bootstrap resample's multiplicities give that resample's score. An empty mean counts 0.
+    """
+
+    units: tuple[str, ...]
+    terms: tuple[ScoreTerm, ...]
+
+    def score(self, counts: np.ndarray | None = None) -> np.ndarray | float:
+        if counts is None:
+            counts = np.ones(len(self.units))
+        counts = np.asarray(counts, dtype=float)
+        total = np.zeros(counts.shape[:-1])
+        for term in self.terms:
+            numerator = counts @ np.where(term.counted, term.values, 0.0)
+            denominator = counts @ term.counted.astype(float)
+            mean = np.divide(numerator, denominator, out=np.zeros_like(total), where=denominator > 0)
+            total = total + term.weight * mean
+        return float(total) if total.ndim == 0 else total
+
+
+TIES_WEIGHTS = {
+    "accuracy_tied": 0.3,
+    "accuracy_ref": 0.3,
+    "correctness_preferred": 0.2,
+    "correctness_preferred_hard": 0.2,
+    "correctness_margin_score": 0.01,
+}
+
+
+def ties_terms(prompts: Iterable[tuple[str, Sequence[float], int]]) -> SubsetTerms:
+    """The five Ties terms per question N (its 'ref:N' and 'tied:N' prompts together), from (id, scores,
+    num_correct) per prompt."""
     stats: dict[str, dict[int, TiesStats]] = {"ref": {}, "tied": {}}
     for prompt_id, scores, num_correct in prompts:
         kind, number = _ties_key(prompt_id)
@@ -89,40 +128,63 @@ def ties_components(prompts: Iterable[tuple[str, Sequence[float], int]]) -> dict
             raise ScoringError(f"Ties prompt id {prompt_id!r} appears twice")
         stats[kind][number] = ties_prompt_stats(scores, num_correct)
     ref, tied = stats["ref"], stats["tied"]
-    preferred, preferred_hard, margin_scores = [], [], []
-    for number in sorted(ref.keys() & tied.keys()):
-        r, t = ref[number], tied[number]
-        if t.spread is None:
-            continue
-        if not (r.finite and t.finite):
-            preferred.append(False)
-            preferred_hard.append(False)
-            margin_scores.append(-1.0)
-            continue
-        hardest = min(r.margin, t.margin)
-        preferred.append(t.margin > t.spread)
-        preferred_hard.append(hardest > t.spread)
-        if t.spread > 0:
-            margin_scores.append(math.tanh(hardest / t.spread - 1))
+    numbers = sorted(ref.keys() | tied.keys())
+    columns = {name: ([], []) for name in TIES_WEIGHTS}  # (values, counted) per term
+
+    def add(name: str, value: float, counted: bool) -> None:
+        columns[name][0].append(float(value))
+        columns[name][1].append(counted)
+
+    for number in numbers:
+        r, t = ref.get(number), tied.get(number)
+        add("accuracy_tied", t is not None and t.accurate, t is not None)
+        add("accuracy_ref", r is not None and r.accurate, r is not None)
+        paired = r is not None and t is not None and t.spread is not None
+        finite = paired and r.finite and t.finite
+        hardest = min(r.margin, t.margin) if finite else math.nan
+        add("correctness_preferred", finite and t.margin > t.spread, paired)
+        add("correctness_preferred_hard", finite and hardest > t.spread, paired)
+        if not paired:
+            add("correctness_margin_score", 0.0, False)
+        elif not finite:
+            add("correctness_margin_score", -1.0, True)
+        else:
+            counted = t.spread > 0
+            add("correctness_margin_score", math.tanh(hardest / t.spread - 1) if counted else 0.0, counted)
+    terms = tuple(
+        ScoreTerm(TIES_WEIGHTS[name], np.array(values, dtype=float), np.array(counted, dtype=bool))
+        for name, (values, counted) in columns.items()
+    )
+    return SubsetTerms(tuple(str(number) for number in numbers), terms)
+
+
+def ties_components(prompts: Iterable[tuple[str, Sequence[float], int]]) -> dict[str, float]:
+    """The five terms of the Ties score from (id, scores, num_correct) per prompt, ids 'ref:N' / 'tied:N'."""
+    terms = ties_terms(prompts)
     return {
-        "accuracy_tied": _mean([s.accurate for s in tied.values()]),
-        "accuracy_ref": _mean([s.accurate for s in ref.values()]),
-        "correctness_preferred": _mean(preferred),
-        "correctness_preferred_hard": _mean(preferred_hard),
-        "correctness_margin_score": _mean(margin_scores),
+        name: SubsetTerms(terms.units, (ScoreTerm(1.0, term.values, term.counted),)).score()
+        for name, term in zip(TIES_WEIGHTS, terms.terms, strict=True)
     }
+
+
+def best_of_n_terms(prompts: Iterable[tuple[str, Sequence[float], int]]) -> SubsetTerms:
+    """A best-of-n subset: one term, the mean of each prompt's `best_of_n_accuracy`."""
+    prompts = list(prompts)
+    values = np.array([best_of_n_accuracy(scores, n) for _, scores, n in prompts], dtype=float)
+    return SubsetTerms(
+        tuple(str(prompt_id) for prompt_id, _, _ in prompts),
+        (ScoreTerm(1.0, values, np.ones(len(values), dtype=bool)),),
+    )
+
+
+def subset_terms(subset: str, prompts: Iterable[tuple[str, Sequence[float], int]]) -> SubsetTerms:
+    """The terms of one subset's score: the Ties formula for Ties, best-of-n for the others."""
+    return ties_terms(prompts) if subset.lower() == TIES else best_of_n_terms(prompts)
 
 
 def ties_score(prompts: Iterable[tuple[str, Sequence[float], int]]) -> float:
     """0.3 acc(tied) + 0.3 acc(ref) + 0.2 [m_tied > d] + 0.2 [min(m) > d] + 0.01 tanh(min(m) / d - 1)."""
-    c = ties_components(prompts)
-    return (
-        0.3 * c["accuracy_tied"]
-        + 0.3 * c["accuracy_ref"]
-        + 0.2 * c["correctness_preferred"]
-        + 0.2 * c["correctness_preferred_hard"]
-        + 0.01 * c["correctness_margin_score"]
-    )
+    return ties_terms(prompts).score()
 
 
 def prompt_scores(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray, int]]:
@@ -150,22 +212,25 @@ def prompt_scores(table: pd.DataFrame) -> list[tuple[str, str, np.ndarray, int]]
     return out
 
 
+def prompts_by_subset(table: pd.DataFrame) -> dict[str, list[tuple[str, np.ndarray, int]]]:
+    """(id, rewards with the correct ones first, num_correct) per prompt, grouped by subset."""
+    by_subset: dict[str, list[tuple[str, np.ndarray, int]]] = {}
+    for subset, prompt_id, scores, num_correct in prompt_scores(table):
+        by_subset.setdefault(subset, []).append((prompt_id, scores, num_correct))
+    return by_subset
+
+
 def score_rewardbench2(table: pd.DataFrame) -> dict:
     """Per-subset scores, Overall (mean of the subsets present) and prompt counts from a per-completion table.
 
     `table` has one row per completion: id, subset, completion_index, is_correct, reward.
     """
-    by_subset: dict[str, list[tuple[str, np.ndarray, int]]] = {}
-    for subset, prompt_id, scores, num_correct in prompt_scores(table):
-        by_subset.setdefault(subset, []).append((prompt_id, scores, num_correct))
+    by_subset = prompts_by_subset(table)
     if not by_subset:
         raise ScoringError("reward table is empty")
     subsets, counts = {}, {}
     for subset, prompts in by_subset.items():
-        if subset.lower() == TIES:
-            subsets[subset] = ties_score(prompts)
-        else:
-            subsets[subset] = _mean([best_of_n_accuracy(s, n) for _, s, n in prompts])
+        subsets[subset] = subset_terms(subset, prompts).score()
         nonfinite = sum(not np.isfinite(s).all() for _, s, _ in prompts)
         counts[subset] = {"prompts": len(prompts), "nonfinite_prompts": nonfinite}
         if nonfinite:

@@ -12,11 +12,24 @@ from pathlib import Path
 import pandas as pd
 
 from sarm.data.rewardbench2 import SUBSETS
+from sarm.report.bootstrap import BootstrapConfig, score_estimates
+from sarm.report.sae_metrics import SAE_COLUMNS, empty_sae_columns, read_sae_metrics
 from sarm.runtime import write_text_atomic
 
 SCORE_COLUMNS = ("Overall", *SUBSETS)
-TABLE_COLUMNS = ("Model", "Source", "Size", *SCORE_COLUMNS)
+LOW, HIGH = "_lo", "_hi"  # a score column's interval bounds: "Math_lo", "Math_hi"
+INTERVAL_COLUMNS = tuple(f"{column}{bound}" for column in SCORE_COLUMNS for bound in (LOW, HIGH))
+TABLE_COLUMNS = (
+    "Model",
+    "Source",
+    "Size",
+    *(name for column in SCORE_COLUMNS for name in (column, f"{column}{LOW}", f"{column}{HIGH}")),
+    *SAE_COLUMNS,
+)
 SWEEP_TABLE_COLUMNS = ("Sweep", "Value", *TABLE_COLUMNS)
+SAE_NUMBER_COLUMNS = [column for column in SAE_COLUMNS if column != "SAE split"]
+# Cells shown with their own precision, whatever the table's `decimals`.
+COLUMN_FORMATS = {"Value": "{:g}", "SAE FVU": "{:.3f}", "SAE L0": "{:.1f}", "SAE dead fraction": "{:.3f}"}
 COMPUTE_COLUMNS = ("Procedure", "Source", "Device", "Hours", "Jobs")
 SWEEP_KINDS = ("layer", "latents", "k")
 TABLES = ("table1", "table2", "table3")
@@ -36,11 +49,21 @@ _REPORTED_COLUMNS = ("table", "group", "model", "size", *_CSV_SCORES)
 _COMPUTE_CSV_COLUMNS = ("table", "procedure", "gpu", "gpu_hours")
 # Stored `overall` may be rounded; anything further off the subset mean is a broken file.
 _OVERALL_TOLERANCE = 1e-3
+# The Ties formula's weights add up to 1.01: its tanh term (weight 0.01) lies in [-1, 1].
+_TIES_RANGE = (-0.01, 1.01)
+# rewardbench2.json and rewards.parquet are written together; the scores recomputed from the rewards must
+# match up to float rounding, else the two files are not of the same evaluation.
+_SAME_EVALUATION_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One reproduced row: our label, its rewardbench2.json, and the paper row (`model`) it stands beside."""
+    """One reproduced row: our label, its rewardbench2.json, and the paper row (`model`) it stands beside.
+
+    `rewards` (the evaluation's per-completion rewards.parquet) gives the row its bootstrap intervals, and
+    `sae_metrics` (the metrics.json of the SAE the model's encoder is) its SAE columns; without them those
+    cells stay blank.
+    """
 
     label: str
     path: Path
@@ -48,9 +71,13 @@ class ResultRow:
     sweep: str | None = None  # Table 3 only: "layer" | "latents" | "k"
     sweep_value: float | None = None  # layer index (resolved, not a fraction), latents / d, or k
     size: str = ""
+    rewards: Path | None = None
+    sae_metrics: Path | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        for name in ("path", "rewards", "sae_metrics"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
 
 
 def read_rewardbench2(path: str | Path) -> dict[str, float]:
@@ -75,10 +102,11 @@ def read_rewardbench2(path: str | Path) -> dict[str, float]:
     # Subset names are matched case-insensitively, as the RewardBench 2 reference does.
     by_name = {str(name).lower(): name for name in subsets}
     absent = {name.lower() for name in declared_missing}
-    scores = {"Overall": _fraction(data, "overall", path, "overall")}
+    scores = {"Overall": _fraction(data, "overall", path, "overall", _TIES_RANGE)}
     for name in SUBSETS:
         if name.lower() in by_name:
-            scores[name] = _fraction(subsets, by_name[name.lower()], path, f"subsets.{name}")
+            bounds = _TIES_RANGE if name == "Ties" else (0.0, 1.0)
+            scores[name] = _fraction(subsets, by_name[name.lower()], path, f"subsets.{name}", bounds)
         elif name.lower() in absent:
             scores[name] = math.nan  # the evaluation data had no prompts of this subset: an empty cell
         else:
@@ -94,12 +122,15 @@ def read_rewardbench2(path: str | Path) -> dict[str, float]:
     return scores
 
 
-def _fraction(container: dict, key: str, path: Path, where: str) -> float:
+def _fraction(container: dict, key: str, path: Path, where: str, bounds: tuple[float, float]) -> float:
     if key not in container:
         raise ValueError(f"{path}: key `{where}` is missing")
     value = container[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{path}: key `{where}` must be a fraction between 0 and 1, got {value!r}")
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(
+            f"{path}: key `{where}` must be a fraction between {low:g} and {high:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -141,8 +172,18 @@ def _number(text: str, path: Path, line: int, column: str) -> float:
     return value
 
 
-def results_table(rows: Sequence[ResultRow], reported_csv: str | Path, table: str = "table1") -> pd.DataFrame:
-    """Table 1 (leaderboard + SARM + vanilla RM), 2 (ablations) or 3 (sweeps): reproduced and reported rows."""
+def results_table(
+    rows: Sequence[ResultRow],
+    reported_csv: str | Path,
+    table: str = "table1",
+    bootstrap: BootstrapConfig | None = None,
+) -> pd.DataFrame:
+    """Table 1 (leaderboard + SARM + vanilla RM), 2 (ablations) or 3 (sweeps): reproduced and reported rows.
+
+    Reproduced scores carry the bounds of their 95% bootstrap interval over prompts (`<column>_lo` /
+    `_hi`, from `bootstrap`, default `BootstrapConfig()`) and the SAE columns; reported rows carry neither.
+    """
+    bootstrap = bootstrap or BootstrapConfig()
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
     rows = list(rows)
@@ -155,32 +196,70 @@ def results_table(rows: Sequence[ResultRow], reported_csv: str | Path, table: st
                 f"{reported_csv}; choose one of: {', '.join(paper['model'])}"
             )
     if table == "table3":
-        return _sweep_table(rows, paper)
+        return _sweep_table(rows, paper, bootstrap)
     # Paper order is kept; each of our rows goes just above the paper row it reproduces, the rest at the end.
     position = dict(zip(paper["model"], paper.index, strict=True))
     keyed = [
-        ((position.get(row.reported_as, len(paper)), 0, index), _reproduced_record(row))
+        ((position.get(row.reported_as, len(paper)), 0, index), _reproduced_record(row, bootstrap))
         for index, row in enumerate(rows)
     ]
     keyed += [((index, 1, 0), _reported_record(entry)) for index, entry in paper.iterrows()]
     keyed.sort(key=lambda pair: pair[0])
-    return pd.DataFrame([record for _, record in keyed], columns=list(TABLE_COLUMNS))
+    return _typed(pd.DataFrame([record for _, record in keyed], columns=list(TABLE_COLUMNS)))
 
 
-def _reproduced_record(row: ResultRow) -> dict:
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    # The SAE numbers stay numeric columns (right-aligned, NaN when blank) even when no row has an SAE.
+    for column in SAE_NUMBER_COLUMNS:
+        frame[column] = frame[column].astype(float)
+    return frame
+
+
+def _reproduced_record(row: ResultRow, bootstrap: BootstrapConfig) -> dict:
     scores = read_rewardbench2(row.path)
     record = {"Model": row.label, "Source": REPRODUCED, "Size": row.size}
     record.update({column: 100.0 * scores[column] for column in SCORE_COLUMNS})
+    record.update(dict.fromkeys(INTERVAL_COLUMNS, math.nan))
+    if row.rewards is not None:
+        estimates = score_estimates(row.rewards, bootstrap)
+        points = {column: estimate.value for column, estimate in estimates.items()}
+        check_same_evaluation(row.label, scores, row.path, points, row.rewards)
+        for column in SCORE_COLUMNS:
+            if column in estimates:
+                record[f"{column}{LOW}"] = 100.0 * estimates[column].low
+                record[f"{column}{HIGH}"] = 100.0 * estimates[column].high
+    record.update(read_sae_metrics(row.sae_metrics) if row.sae_metrics is not None else empty_sae_columns())
     return record
+
+
+def check_same_evaluation(
+    label: str,
+    scores: Mapping[str, float],
+    scores_path: Path,
+    recomputed: Mapping[str, float],
+    rewards_path: Path,
+) -> None:
+    """ValueError naming both files when the scores recomputed from the rewards differ from the JSON's."""
+    for column in SCORE_COLUMNS:
+        expected = scores[column]
+        got = recomputed.get(column, math.nan)
+        same = (math.isnan(expected) and math.isnan(got)) or abs(got - expected) <= _SAME_EVALUATION_TOLERANCE
+        if not same:
+            raise ValueError(
+                f"row {label!r}: the rewards in {rewards_path} give {column} {got:.6f}, but {scores_path} "
+                f"says {expected:.6f}: the two files are not of the same evaluation"
+            )
 
 
 def _reported_record(entry: pd.Series) -> dict:
     record = {"Model": entry["model"], "Source": REPORTED, "Size": entry["size"]}
     record.update({column: float(entry[column]) for column in SCORE_COLUMNS})
+    record.update(dict.fromkeys(INTERVAL_COLUMNS, math.nan))
+    record.update(empty_sae_columns())
     return record
 
 
-def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame) -> pd.DataFrame:
+def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame, bootstrap: BootstrapConfig) -> pd.DataFrame:
     paper_value = {model: _sweep_value_from_name(model) for model in paper["model"]}
     paper_kind = dict(zip(paper["model"], paper["group"], strict=True))
     keyed = []
@@ -199,7 +278,7 @@ def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame) -> pd.DataFrame
                     f"{paper_kind[row.reported_as]!r} sweep, not {row.sweep!r}"
                 )
             anchor = paper_value[row.reported_as]  # keeps our row beside its paper counterpart
-        record = {"Sweep": row.sweep, "Value": float(row.sweep_value), **_reproduced_record(row)}
+        record = {"Sweep": row.sweep, "Value": float(row.sweep_value), **_reproduced_record(row, bootstrap)}
         keyed.append(((SWEEP_KINDS.index(row.sweep), anchor, 0, index), record))
     for index, entry in paper.iterrows():
         if entry["group"] not in SWEEP_KINDS:
@@ -207,7 +286,7 @@ def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame) -> pd.DataFrame
         record = {"Sweep": entry["group"], "Value": paper_value[entry["model"]], **_reported_record(entry)}
         keyed.append(((SWEEP_KINDS.index(entry["group"]), record["Value"], 1, index), record))
     keyed.sort(key=lambda pair: pair[0])
-    return pd.DataFrame([record for _, record in keyed], columns=list(SWEEP_TABLE_COLUMNS))
+    return _typed(pd.DataFrame([record for _, record in keyed], columns=list(SWEEP_TABLE_COLUMNS)))
 
 
 def _sweep_value_from_name(model: str) -> float:
@@ -282,31 +361,69 @@ def _reported_compute(entry: pd.Series) -> dict:
     }
 
 
-def write_table(df: pd.DataFrame, out_prefix: str | Path, caption: str, decimals: int = 1) -> list[Path]:
-    """Write `df` as <prefix>.md, .csv (full precision) and .tex (booktabs, escaped); returns the paths."""
+INTERVAL_STYLES = ("pm", "bounds")
+
+
+def write_table(
+    df: pd.DataFrame, out_prefix: str | Path, caption: str, decimals: int = 1, intervals: str = "pm"
+) -> list[Path]:
+    """Write `df` as <prefix>.md, .csv (full precision) and .tex (booktabs, escaped); returns the paths.
+
+    A column `X` with columns `X_lo` / `X_hi` is shown with its interval: in Markdown as `X ± half the
+    interval's width` (`intervals="pm"`) or `X [lo, hi]` (`"bounds"`), in LaTeX as `$X_{lo}^{hi}$`; the
+    CSV keeps the three columns.
+    """
+    if intervals not in INTERVAL_STYLES:
+        raise ValueError(f"intervals must be one of {', '.join(INTERVAL_STYLES)}, got {intervals!r}")
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
-    cells = [
-        [_format_cell(column, value, decimals) for column, value in row.items()] for _, row in df.iterrows()
-    ]
-    numeric = [pd.api.types.is_numeric_dtype(df[column]) for column in df.columns]
+    shown = _shown_columns(df)
+    numeric = [pd.api.types.is_numeric_dtype(df[column]) for column in shown]
+    rows = [row for _, row in df.iterrows()]
+    markdown_cells = [[_cell(row, column, decimals, intervals) for column in shown] for row in rows]
+    latex_cells = [[_cell(row, column, decimals, "latex") for column in shown] for row in rows]
+    groups = list(df["Sweep"]) if "Sweep" in df.columns else [None] * len(rows)
     outputs = {
-        out_prefix.with_name(out_prefix.name + ".md"): _markdown(list(df.columns), cells, numeric, caption),
+        out_prefix.with_name(out_prefix.name + ".md"): _markdown(shown, markdown_cells, numeric, caption),
         out_prefix.with_name(out_prefix.name + ".csv"): df.to_csv(index=False),
-        out_prefix.with_name(out_prefix.name + ".tex"): _latex(df, cells, numeric, caption, out_prefix.name),
+        out_prefix.with_name(out_prefix.name + ".tex"): _latex(
+            shown, latex_cells, numeric, groups, caption, out_prefix.name
+        ),
     }
     for path, text in outputs.items():
         write_text_atomic(text, path)
     return list(outputs)
 
 
+def _shown_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of the Markdown / LaTeX tables: interval bounds go into their score's cell."""
+    return [
+        column
+        for column in df.columns
+        if not (str(column).endswith((LOW, HIGH)) and str(column)[: -len(LOW)] in df.columns)
+    ]
+
+
+def _cell(row: pd.Series, column: str, decimals: int, style: str) -> str:
+    text = _format_cell(column, row[column], decimals)
+    low, high = row.get(f"{column}{LOW}"), row.get(f"{column}{HIGH}")
+    has_interval = bool(text) and low is not None and high is not None and not (pd.isna(low) or pd.isna(high))
+    if style == "latex":
+        return (
+            f"${text}_{{{low:.{decimals}f}}}^{{{high:.{decimals}f}}}$" if has_interval else latex_escape(text)
+        )
+    if not has_interval:
+        return text
+    if style == "pm":
+        return f"{text} ± {(high - low) / 2:.{decimals}f}"
+    return f"{text} [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
 def _format_cell(column: str, value: object, decimals: int) -> str:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
     if isinstance(value, float):
-        if column == "Value":
-            return f"{value:g}"
-        return f"{value:.{decimals}f}"
+        return COLUMN_FORMATS.get(column, f"{{:.{decimals}f}}").format(value)
     return str(value)
 
 
@@ -339,7 +456,15 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
 
 
-def _latex(df: pd.DataFrame, cells: list[list[str]], numeric: list[bool], caption: str, label: str) -> str:
+def _latex(
+    header: list[str],
+    cells: list[list[str]],
+    numeric: list[bool],
+    groups: list[object],
+    caption: str,
+    label: str,
+) -> str:
+    """A booktabs table of `cells` (already LaTeX); a rule between consecutive rows of different `groups`."""
     spec = "".join("r" if is_number else "l" for is_number in numeric)
     lines = [
         r"\begin{table}[t]",
@@ -348,14 +473,13 @@ def _latex(df: pd.DataFrame, cells: list[list[str]], numeric: list[bool], captio
         rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', label)}}}",
         rf"\begin{{tabular}}{{{spec}}}",
         r"\toprule",
-        " & ".join(latex_escape(str(column)) for column in df.columns) + r" \\",
+        " & ".join(latex_escape(str(column)) for column in header) + r" \\",
         r"\midrule",
     ]
     # A rule between Table 3's sweeps, as in the paper.
-    groups = list(df["Sweep"]) if "Sweep" in df.columns else [None] * len(cells)
     for index, row in enumerate(cells):
         if index > 0 and groups[index] != groups[index - 1]:
             lines.append(r"\midrule")
-        lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
+        lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

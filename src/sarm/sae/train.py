@@ -483,21 +483,22 @@ def _write_outputs(out_dir: Path, progress: _Progress, metrics: dict) -> None:
 
 
 def _plot_losses(path: Path, history: list[dict], metrics: dict | None = None) -> None:
-    """Training curves; the final FVU and dead fraction of the evaluation rows as dashed lines."""
+    """Training curves; the final FVU, L0 and dead fraction of the evaluation rows (metrics.json's
+    `eval_split`: held-out rows by default) as dashed lines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 3))
+    figure = Figure(figsize=(13, 3))
     FigureCanvasAgg(figure)
     steps = [row["step"] for row in history]
     for axis, key, title in zip(
-        figure.subplots(1, 3),
-        ("loss", "fvu", "dead_fraction"),
-        ("training loss", "FVU", "dead latents"),
+        figure.subplots(1, 4),
+        ("loss", "fvu", "l0", "dead_fraction"),
+        ("training loss", "FVU", "L0", "dead latents"),
         strict=True,
     ):
         axis.plot(steps, [row[key] for row in history], label="training batches")
-        if metrics is not None and key in ("fvu", "dead_fraction"):
+        if metrics is not None and key in ("fvu", "l0", "dead_fraction"):
             label = f"{metrics['eval_split']} rows, final: {metrics[key]:.3g}"
             axis.axhline(metrics[key], color="tab:red", linestyle="--", linewidth=1, label=label)
             axis.legend(fontsize=7)
