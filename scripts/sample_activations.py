@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
+from sarm.backbone import device_and_dtype, inference_dtype, load_decoder, load_tokenizer
 from sarm.data.corpus import read_sentence_part
 from sarm.params import with_bookkeeping
 from sarm.runtime import log_to_file, publish
@@ -19,7 +19,8 @@ log = log_to_file(snakemake.log[0])
 sampling = with_bookkeeping(snakemake.params.sampling, snakemake.config, "sampling")
 torch.set_num_threads(snakemake.threads)
 layers = list(snakemake.params.layers)
-device, compute_dtype = device_and_dtype()
+device, _ = device_and_dtype()
+compute_dtype = inference_dtype(snakemake.params.inference_dtype, device)
 if "activations" in snakemake.output.keys():
     outputs = {snakemake.wildcards.level: Path(snakemake.output.activations)}
 else:

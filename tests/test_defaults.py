@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from sarm.backbone import DEFAULT_INFERENCE_DTYPE, DTYPES
 from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.corpus import iter_sentences
 from sarm.interpret.steering import SOURCES, SteeringConfig
@@ -73,6 +74,12 @@ def test_steering_and_sampling_schema_defaults_equal_the_library():
     sampling = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
     sampling["storage_dtype"] = str(sampling["storage_dtype"]).removeprefix("torch.")
     assert compare("sampling", sampling) == []
+
+
+def test_inference_dtype_schema_default_and_choices_equal_the_library():
+    schema = PROPERTIES["inference_dtype"]
+    assert schema["default"] == DEFAULT_INFERENCE_DTYPE
+    assert set(schema["enum"]) == {"auto", *DTYPES}
 
 
 def test_corpus_schema_defaults_equal_the_sentence_filter():

@@ -28,6 +28,7 @@ rule sample_activations:
         sampling=lambda wildcards: result_keys(
             config, "sampling", drop=sampling_keys_not_for(wildcards.level)
         ),
+        inference_dtype=config["inference_dtype"],
     script:
         "../../scripts/sample_activations.py"
 
@@ -57,6 +58,7 @@ rule sample_activations_levels:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         layers=lambda wildcards: [int(layer) for layer in wildcards.layer.split("-")],
         sampling=result_keys(config, "sampling", drop=sampling_keys_not_for("token")),
+        inference_dtype=config["inference_dtype"],
     script:
         "../../scripts/sample_activations.py"
 
