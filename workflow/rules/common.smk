@@ -1,5 +1,6 @@
 # Config validation, input functions and wildcard constraints; nothing else.
 import re
+from functools import cache
 from pathlib import Path
 
 from sarm.config import (
@@ -56,6 +57,7 @@ ENVS = Path(workflow.basedir).parent / "envs"
 FROZEN_BACKBONE = not config["reward_model"]["train_backbone"]
 
 
+@cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
 def table_runs():
     """Every reward model a table or figure needs, each once (shared sweep points coincide)."""
     tables = config["tables"]
@@ -68,7 +70,7 @@ def table_runs():
     runs = [experiment_run(config, name) for name in names]
     runs += [vanilla_run(config, spec) for spec in tables["table1"].get("vanilla", [])]
     runs += [run for _, _, run in sweep_runs(config)]
-    return list(dict.fromkeys(runs))
+    return tuple(dict.fromkeys(runs))
 
 
 def backbone_path(name):
