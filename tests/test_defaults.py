@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from sarm.backbone import DEFAULT_INFERENCE_DTYPE, DTYPES
 from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.corpus import iter_sentences
 from sarm.interpret.detection import JUDGES, DetectionConfig
@@ -93,6 +94,12 @@ def test_bootstrap_schema_defaults_equal_the_library():
     schema = PROPERTIES["tables"]["properties"]["bootstrap"]["properties"]
     assert {key: value["default"] for key, value in schema.items()} == field_defaults(BootstrapConfig)
     BootstrapConfig(resamples=schema["resamples"]["minimum"])
+
+
+def test_inference_dtype_schema_default_and_choices_equal_the_library():
+    schema = PROPERTIES["inference_dtype"]
+    assert schema["default"] == DEFAULT_INFERENCE_DTYPE
+    assert set(schema["enum"]) == {"auto", *DTYPES}
 
 
 def test_corpus_schema_defaults_equal_the_sentence_filter():

@@ -129,3 +129,35 @@ def test_every_rule_has_log_and_conda():
             name = rule.split(":")[0]
             assert "    log:" in rule, f"rule {name} in {smk.name} has no log"
             assert "    conda:" in rule, f"rule {name} in {smk.name} has no conda env"
+
+
+def sampling_jobs(*args: str) -> list[tuple[str, str]]:
+    """(rule, outputs) of every sampling job of a dry run."""
+    env = {**OFFLINE, "OPENAI_API_KEY": "unused-dry-run"}  # the paper DAG checks that a key is set
+    command = snakemake_command("-n", *args)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    blocks = re.findall(r"^rule (sample_activations\w*):\n.*\n\s+output: (.*)$", result.stdout, re.MULTILINE)
+    return sorted(blocks)
+
+
+def test_shared_levels_sample_sequence_and_token_in_one_job_per_part(tmp_path):
+    # demo: group_layers and share_levels, sequence SAEs at 8, 11, 15, 22, 30 and a token SAE at 15
+    jobs = sampling_jobs("--profile", "profiles/demo", "all")
+    root = "results/smollm2-135m/activations"
+    assert jobs == [
+        (
+            "sample_activations_levels",
+            f"{root}/sequence/layer8-11-15-22-30/part{p}, {root}/token/layer8-11-15-22-30/part{p}",
+        )
+        for p in (0, 1)
+    ]
+    # paper config, one job per layer: only the 8B's layer 16 has both levels
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["sampling"]["share_levels"] = True
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = sampling_jobs("--configfile", str(tmp_path / "config.yaml"), "--", "all")
+    shared = [outputs for rule, outputs in jobs if rule == "sample_activations_levels"]
+    assert len(jobs) == 6 * 64 and len(shared) == 64
+    assert all("llama-3.1-8b/activations/sequence/layer16/" in outputs for outputs in shared)
+    assert not any("llama-3.1-8b" in outputs for rule, outputs in jobs if rule == "sample_activations")

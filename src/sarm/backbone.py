@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -131,6 +133,80 @@ def hidden_states(
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row of a right-padded batch."""
     return attention_mask.sum(dim=1) - 1
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_INFERENCE_DTYPE = "auto"
+# CPU features that run bf16 matmuls natively; without them bf16 is converted to fp32 and only slower.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that file does not exist."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def matmul_seconds(dtype: torch.dtype, size: int = 768, repeats: int = 3) -> float:
+    """Best time of a size x size matmul in `dtype` on the CPU (after one warm-up)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def inference_dtype(
+    setting: str = DEFAULT_INFERENCE_DTYPE,
+    device: torch.device | None = None,
+    flags: set[str] | None = None,
+    seconds: Callable[[torch.dtype], float] = matmul_seconds,
+) -> torch.dtype:
+    """The dtype a backbone runs inference in: `setting` itself, or for "auto" the fastest one here.
+
+    auto: on CUDA bf16 where the GPU supports it, else fp32; on a CPU fp32, unless its flags show native
+    bf16 units (AVX512_BF16 / AMX), in which case a short matmul measurement picks the faster of the two.
+    """
+    if setting != "auto":
+        if setting not in DTYPES:
+            raise ValueError(
+                f"config key `inference_dtype` must be auto or one of {', '.join(DTYPES)}, got {setting!r}"
+            )
+        log.info("inference dtype %s (config)", setting)
+        return DTYPES[setting]
+    device = device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        chosen = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        log.info(
+            "inference dtype %s (auto: CUDA, bf16 %ssupported)",
+            chosen,
+            "" if chosen == torch.bfloat16 else "not ",
+        )
+        return chosen
+    flags = cpu_flags() if flags is None else flags
+    if not flags & NATIVE_BF16_FLAGS:
+        log.info(
+            "inference dtype float32 (auto: no native bf16 on this CPU, none of %s)",
+            sorted(NATIVE_BF16_FLAGS),
+        )
+        return torch.float32
+    timings = {dtype: seconds(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    chosen = min(timings, key=timings.get)
+    log.info(
+        "inference dtype %s (auto: matmul seconds %s)",
+        chosen,
+        {str(d): round(t, 5) for d, t in timings.items()},
+    )
+    return chosen
 
 
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:

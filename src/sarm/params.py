@@ -14,7 +14,7 @@ from typing import Any
 
 # Per config section: keys that never change a result file (only speed, memory or restart points).
 BOOKKEEPING: dict[str, tuple[str, ...]] = {
-    "sampling": ("batch_tokens", "activation_root", "delete_after_sae"),
+    "sampling": ("batch_tokens", "activation_root", "delete_after_sae", "share_levels"),
     "sae": ("checkpoint_every",),
     "reward_model": ("batch_tokens", "checkpoint_every", "sharding", "activation_checkpointing"),
 }

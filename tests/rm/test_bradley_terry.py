@@ -13,13 +13,14 @@ from sarm.data.records import PreferencePair
 from sarm.rm.bradley_terry import (
     BTTrainConfig,
     bradley_terry_loss,
+    encoded_once,
     global_batch_indices,
     pairwise_accuracy,
     steps_per_epoch,
     train_reward_model,
 )
 from sarm.rm.final_states import final_token_states, load_final_token_states
-from sarm.rm.models import build_sarm, load_reward_model
+from sarm.rm.models import SARM, LinearEncoder, build_sarm, load_reward_model
 from sarm.rm.pairs import CachedPairs, pair_conversations, tokenize_pairs
 from sarm.runtime import Preempted
 from sarm.sae.model import SAEConfig, TopKSAE
@@ -199,6 +200,52 @@ def test_head_only_training_on_cached_states_learns_a_learnable_preference(tmp_p
     assert accuracy_before < 0.3 and float(rows[-1]["heldout_accuracy"]) > 0.95
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert torch.equal(sae.encoder.weight, encoder_before)
+
+
+@pytest.mark.parametrize("head_input", ["topk", "pre_activations"])
+def test_head_only_training_encodes_cached_states_once_with_the_same_result(
+    tmp_path, monkeypatch, head_input
+):
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
+    train, heldout = learnable_states(96, sae, 1), learnable_states(32, sae, 2)
+    cfg = BTTrainConfig(lr=0.05, epochs=4, global_batch=32, micro_batch=16, train_backbone=False)
+    encoded_rows = []
+    features = SARM.features
+    monkeypatch.setattr(
+        SARM, "features", lambda self, states: encoded_rows.append(len(states)) or features(self, states)
+    )
+
+    def trained(name):
+        encoded_rows.clear()
+        torch.manual_seed(0)
+        model = build_sarm(
+            "unused", LAYER, sae, head_input=head_input, head_init="normal", with_backbone=False
+        )
+        train_reward_model(model, train, cfg, tmp_path / name, heldout=heldout)
+        return model, sum(encoded_rows), read_log(tmp_path / name / "train_log.csv")
+
+    once, once_rows, once_log = trained("once")
+    monkeypatch.setattr("sarm.rm.bradley_terry.MAX_ENCODED_BYTES", 0)  # too big to hold: encode every step
+    every_step, every_step_rows, every_step_log = trained("every_step")
+    assert once_rows == 2 * (len(train) + len(heldout)) < every_step_rows
+    assert torch.allclose(once.head.weight, every_step.head.weight, atol=1e-6)
+    rewards = [model.rewards_from_states(heldout.chosen) for model in (once, every_step)]
+    assert torch.allclose(*rewards, atol=1e-5)
+    for column in ("loss", "train_accuracy", "heldout_loss", "heldout_accuracy"):
+        logged = [[float(row[column] or "nan") for row in log] for log in (once_log, every_step_log)]
+        assert logged[0] == pytest.approx(logged[1], abs=1e-5, nan_ok=True)
+
+
+def test_encoding_once_is_only_for_a_frozen_encoder(tmp_path):
+    sae = TopKSAE(32, SAEConfig(64, 4), seed=0)
+    data = learnable_states(8, sae, 0)
+    random_init = build_sarm("unused", LAYER, LinearEncoder(32, 64, seed=0), with_backbone=False)
+    random_init.trained_parts = {"head", "encoder"}  # the paper's random-init ablation trains its encoder
+    assert encoded_once(random_init, data, torch.device("cpu")) is data
+    frozen = build_sarm("unused", LAYER, sae, with_backbone=False)
+    frozen.trained_parts = {"head"}
+    encoded = encoded_once(frozen, data, torch.device("cpu"))
+    assert torch.equal(encoded.chosen, frozen.features(data.chosen))
 
 
 def test_cached_states_cannot_train_the_backbone(tmp_path):

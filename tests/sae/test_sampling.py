@@ -13,6 +13,7 @@ from sarm.sae.sampling import (
     PROGRESS_FILE,
     punctuation_token_ids,
     sample_activations,
+    sample_levels,
     shard_path,
     write_activations,
 )
@@ -153,6 +154,61 @@ def test_killed_sampling_resumes_at_the_next_shard_with_identical_files(tiny, se
     # only the sentences after the last written shard were run again
     _, rest_calls = forward_calls(sentences[progress["sentences"] :], tmp_path / "rest")
     assert resumed_calls == rest_calls
+
+
+def same_files(left, right):
+    """Every file of two sampling folders (manifests and shards; no progress file once complete), as bytes."""
+    names = sorted(p.relative_to(left) for p in left.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(right) for p in right.rglob("*") if p.is_file())
+    return all((left / name).read_bytes() == (right / name).read_bytes() for name in names)
+
+
+SHARED = dict(layers=[1, 3], shard_rows=100, batch_tokens=256, chunk_sentences=10, skip_first_tokens=1)
+
+
+def counting_forward_calls(decoder):
+    calls = []
+    return calls, decoder.register_forward_hook(lambda *_: calls.append(1))
+
+
+def test_both_levels_from_one_pass_equal_separate_runs_byte_for_byte(tiny, sentences, tmp_path):
+    decoder, tokenizer = tiny
+    calls, handle = counting_forward_calls(decoder)
+    try:
+        for level in ("sequence", "token"):
+            sample_activations(decoder, tokenizer, sentences, level=level, out_dir=tmp_path / level, **SHARED)
+        separate = len(calls)
+        out_dirs = {level: tmp_path / "joint" / level for level in ("sequence", "token")}
+        manifests = sample_levels(decoder, tokenizer, sentences, out_dirs=out_dirs, **SHARED)
+    finally:
+        handle.remove()
+    assert len(calls) - separate == separate // 2  # one pass instead of two
+    assert manifests["sequence"]["rows"] == len(sentences) < manifests["token"]["rows"]
+    for level in ("sequence", "token"):
+        assert same_files(tmp_path / level, out_dirs[level])
+
+
+def test_killed_joint_sampling_resumes_each_level_where_it_stopped(tiny, sentences, tmp_path):
+    decoder, tokenizer = tiny
+    for level in ("sequence", "token"):
+        sample_activations(decoder, tokenizer, sentences, level=level, out_dir=tmp_path / level, **SHARED)
+
+    def dying(limit):
+        for index, sentence in enumerate(sentences):
+            if index == limit:
+                raise KeyboardInterrupt("killed")
+            yield sentence
+
+    out_dirs = {level: tmp_path / "joint" / level for level in ("sequence", "token")}
+    with pytest.raises(KeyboardInterrupt):
+        sample_levels(decoder, tokenizer, dying(55), out_dirs=out_dirs, **SHARED)
+    progress = {level: out_dirs[level] / PROGRESS_FILE for level in out_dirs}
+    # token shards fill every chunk, sequence shards every 10 chunks: the levels stopped at different points
+    assert not progress["sequence"].exists()
+    assert 0 < json.loads(progress["token"].read_text())["sentences"] <= 55
+    sample_levels(decoder, tokenizer, iter(sentences), out_dirs=out_dirs, **SHARED)
+    for level in ("sequence", "token"):
+        assert same_files(tmp_path / level, out_dirs[level])
 
 
 def test_rerun_with_other_settings_is_refused(tiny, sentences, tmp_path):

@@ -1,4 +1,6 @@
 # Config validation, input functions and wildcard constraints; nothing else.
+import re
+from functools import cache
 from pathlib import Path
 
 from sarm.config import (
@@ -35,6 +37,7 @@ from sarm.paths import (
     activations_at,
     benchmark_path,
     converted_backbone,
+    fill,
     log_path,
 )
 
@@ -57,6 +60,7 @@ ENVS = Path(workflow.basedir).parent / "envs"
 FROZEN_BACKBONE = not config["reward_model"]["train_backbone"]
 
 
+@cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
 def table_runs():
     """Every reward model a table or figure needs, each once (shared sweep points coincide)."""
     tables = config["tables"]
@@ -69,7 +73,7 @@ def table_runs():
     runs = [experiment_run(config, name) for name in names]
     runs += [vanilla_run(config, spec) for spec in tables["table1"].get("vanilla", [])]
     runs += [run for _, _, run in sweep_runs(config)]
-    return list(dict.fromkeys(runs))
+    return tuple(dict.fromkeys(runs))
 
 
 def backbone_path(name):
@@ -170,9 +174,9 @@ def sampling_parts():
 ACTIVATIONS_AT = activations_at(config["sampling"]["activation_root"])
 
 
-def activations_output():
+def activations_output(level="{level}"):
     """The sampling output; temp() deletes it once its SAEs are trained if sampling.delete_after_sae."""
-    output = directory(ACTIVATIONS_AT)
+    output = directory(fill(ACTIVATIONS_AT, level=level))
     return temp(output) if config["sampling"]["delete_after_sae"] else output
 
 
@@ -189,13 +193,58 @@ def sae_layers(backbone, level):
     )
 
 
+# Levels that sampling.share_levels samples in one forward pass (rule sample_activations_levels).
+SHARED_LEVELS = ("sequence", "token")
+
+
+def shares_levels(backbone):
+    return config["sampling"]["share_levels"] and all(
+        sae_layers(backbone, level) for level in SHARED_LEVELS
+    )
+
+
 def sampled_layers(backbone, level, layer):
     """The `layer` wildcard of the sampling jobs that hold this layer: the layer alone, or with
-    sampling.group_layers all layers of this backbone and level from one forward pass ("8-11-15").
+    sampling.group_layers all layers of this backbone and level from one forward pass ("8-11-15"); with
+    sampling.share_levels too, the sequence and token levels both take the layers of both.
     """
     if not config["sampling"]["group_layers"]:
         return str(layer)
-    return "-".join(str(index) for index in sae_layers(backbone, level))
+    levels = (
+        SHARED_LEVELS if level in SHARED_LEVELS and shares_levels(backbone) else [level]
+    )
+    layers = {index for each in levels for index in sae_layers(backbone, each)}
+    return "-".join(str(index) for index in sorted(layers))
+
+
+def shared_sampling_jobs():
+    """(backbone, layer wildcard) of the sampling jobs that write both SHARED_LEVELS in one pass."""
+    jobs = set()
+    for backbone in config["backbones"]:
+        if shares_levels(backbone):
+            both = [set(sae_layers(backbone, level)) for level in SHARED_LEVELS]
+            layers = (
+                set.union(*both)
+                if config["sampling"]["group_layers"]
+                else set.intersection(*both)
+            )
+            jobs |= {
+                (backbone, sampled_layers(backbone, "sequence", layer))
+                for layer in layers
+            }
+    return sorted(jobs)
+
+
+def shared_sampling_backbone():
+    """Constraint of the `backbone` wildcard of sample_activations_levels: a backbone followed, in the
+    path, by one of its shared layer wildcards. Snakemake constrains each wildcard on its own, so the
+    (backbone, layers) pair is tied together by a lookahead; no shared job: a regex that never matches.
+    """
+    pairs = [
+        rf"{re.escape(backbone)}/activations/(?:{'|'.join(SHARED_LEVELS)})/layer{re.escape(layers)}/"
+        for backbone, layers in shared_sampling_jobs()
+    ]
+    return rf"(?=(?:{'|'.join(pairs)}))[A-Za-z0-9._-]+" if pairs else "(?!)"
 
 
 def activation_parts(wildcards):

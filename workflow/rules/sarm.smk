@@ -21,6 +21,7 @@ rule cache_final_states:
         layers=lambda wildcards: reward_model_layers(wildcards.backbone),
         data=lambda wildcards: config["data"][wildcards.dataset],
         reward_model=only(config, "reward_model", ["max_length", "date_string"]),
+        inference_dtype=config["inference_dtype"],
     script:
         "../../scripts/cache_final_states.py"
 

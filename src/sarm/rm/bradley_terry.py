@@ -156,6 +156,9 @@ class _PairScorer(nn.Module):
         self.model, self.recon = model, recon
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if "features" in batch:  # EncodedPairs: the frozen encoder already ran, and there is no recon loss
+            rewards = self.model.rewards_from_features(batch["features"])
+            return rewards, rewards.new_zeros(())
         hidden = None
         if "states" in batch:
             states = batch["states"]
@@ -177,6 +180,9 @@ class _PairScorer(nn.Module):
 
 def _micro_batch(data: Pairs, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
     """Chosen rows first, then rejected: one forward pass scores both sides."""
+    if isinstance(data, EncodedPairs):
+        index = torch.as_tensor(indices)
+        return {"features": torch.cat([data.chosen[index], data.rejected[index]]).to(device)}
     if isinstance(data, CachedPairs):
         index = torch.as_tensor(indices)
         return {"states": torch.cat([data.chosen[index], data.rejected[index]]).to(device)}
@@ -246,6 +252,31 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class EncodedPairs(CachedPairs):
+    """Cached states already through a frozen SAE encoder: the (N, M) features the head reads."""
+
+
+# Above this, dense features of every cached state would not fit comfortably in host memory.
+MAX_ENCODED_BYTES = 4 * 2**30
+
+
+@torch.no_grad()
+def encoded_once(model: RewardModel, data: Pairs | None, device: torch.device, rows: int = 1024):
+    """With only the head of a SARM training on cached states, the encoder's output never changes: encode
+    every state once (instead of once per epoch) and train the head on the features."""
+    if not (isinstance(model, SARM) and model.trained_parts == {"head"} and type(data) is CachedPairs):
+        return data
+    size = 2 * len(data) * model.sae.latents * 4
+    if size > MAX_ENCODED_BYTES:
+        log.info("features of %d pairs would take %.1f GB: encoding per step instead", len(data), size / 1e9)
+        return data
+
+    def encode(states: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model.features(part.to(device)).cpu() for part in states.split(rows)])
+
+    return EncodedPairs(chosen=encode(data.chosen), rejected=encode(data.rejected))
 
 
 def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
@@ -497,6 +528,7 @@ def train_reward_model(
     torch.manual_seed(cfg.seed)
     _set_trainable(model, cfg, train)
     model.to(ctx.device).train()
+    train, heldout = encoded_once(model, train, ctx.device), encoded_once(model, heldout, ctx.device)
     scorer = _PairScorer(model, recon=cfg.recon_coef > 0)
     if ctx.world > 1 and cfg.sharding == "fsdp":
         _shard(scorer, cfg, ctx)

@@ -210,7 +210,9 @@ class SARM(RewardModel):
             return self.sae.encode(states.float())
 
     def rewards_from_states(self, states: torch.Tensor) -> torch.Tensor:
-        features = self.features(states)
+        return self.rewards_from_features(self.features(states))
+
+    def rewards_from_features(self, features: torch.Tensor) -> torch.Tensor:
         with full_precision(features):
             return self.head(features).squeeze(-1)
 

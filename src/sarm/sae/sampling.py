@@ -77,31 +77,77 @@ def sample_activations(
     sentence at the token and punctuation levels: the first token is an attention sink whose residual norm
     is ~140x the median on SmolLM2 layer 15 (benchmarks/README.md) and would dominate an SAE's loss.
     """
-    out_dir = Path(out_dir)
+    return sample_levels(
+        decoder,
+        tokenizer,
+        sentences,
+        layers=layers,
+        out_dirs={level: out_dir},
+        shard_rows=shard_rows,
+        storage_dtype=storage_dtype,
+        batch_tokens=batch_tokens,
+        chunk_sentences=chunk_sentences,
+        max_tokens=max_tokens,
+        skip_first_tokens=skip_first_tokens,
+        device=device,
+        compute_dtype=compute_dtype,
+    )[level]
+
+
+def sample_levels(
+    decoder: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Iterable[str] | Sequence[str],
+    *,
+    layers: list[int],
+    out_dirs: dict[str, str | Path],
+    shard_rows: int = 262144,
+    storage_dtype: torch.dtype = torch.float16,
+    batch_tokens: int = 32768,
+    chunk_sentences: int = 4096,
+    max_tokens: int | None = None,
+    skip_first_tokens: int = 0,
+    device: str | torch.device | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> dict[str, dict]:
+    """`sample_activations` for several levels {level: out_dir} from one forward pass per batch.
+
+    Each level's folder gets the files a separate `sample_activations` run would write, byte for byte
+    (shards are cut per level), and each resumes on its own: the pass restarts at the earliest unwritten
+    shard of any level and a level skips the chunks it already stored. `skip_first_tokens` applies to the
+    token and punctuation levels only. Returns {level: manifest}.
+    """
+    out_dirs = {level: Path(path) for level, path in out_dirs.items()}
     layers = sorted(set(layers))
     depth = decoder.config.num_hidden_layers
-    _check_arguments(layers, level, depth, shard_rows, batch_tokens, chunk_sentences)
+    _check_arguments(layers, list(out_dirs), depth, shard_rows, batch_tokens, chunk_sentences)
     if max(layers) < depth:
         log.warning(
             "decoder has %d layers but the deepest requested is %d: load it truncated", depth, max(layers)
         )
     d_model = decoder.config.hidden_size
-    settings = _settings(
-        level, layers, d_model, storage_dtype, shard_rows, chunk_sentences, max_tokens, skip_first_tokens
-    )
-    if (out_dir / MANIFEST_FILE).is_file():
-        manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
-        check_resumable(manifest["settings"], settings, out_dir)
-        log.info("%s is complete (%d rows), nothing to do", out_dir, manifest["rows"])
-        return manifest
-    progress = _load_progress(out_dir, settings)
-    if progress["shards"]:
-        log.info(
-            "resuming %s after %d sentences (%d shards)",
-            out_dir,
-            progress["sentences"],
-            len(progress["shards"]),
+    manifests, progresses = {}, {}
+    for level, out_dir in out_dirs.items():
+        skip = 0 if level == "sequence" else skip_first_tokens
+        settings = _settings(
+            level, layers, d_model, storage_dtype, shard_rows, chunk_sentences, max_tokens, skip
         )
+        if (out_dir / MANIFEST_FILE).is_file():
+            manifest = json.loads((out_dir / MANIFEST_FILE).read_text())
+            check_resumable(manifest["settings"], settings, out_dir)
+            log.info("%s is complete (%d rows), nothing to do", out_dir, manifest["rows"])
+            manifests[level] = manifest
+            continue
+        progresses[level] = _load_progress(out_dir, settings)
+        if progresses[level]["shards"]:
+            log.info(
+                "resuming %s after %d sentences (%d shards)",
+                out_dir,
+                progresses[level]["sentences"],
+                len(progresses[level]["shards"]),
+            )
+    if not progresses:
+        return manifests
 
     device = torch.device(device) if device is not None else module_device(decoder)
     model_dtype = next(decoder.parameters()).dtype
@@ -110,44 +156,72 @@ def sample_activations(
         if compute_dtype is not None and compute_dtype != model_dtype
         else contextlib.nullcontext()
     )
+    punct_ids = punctuation_token_ids(tokenizer) if "sequence_punct" in progresses else []
     run = _Run(
         decoder.eval(),
         tokenizer,
         layers,
-        level,
-        torch.tensor(punctuation_token_ids(tokenizer) if level == "sequence_punct" else [], dtype=torch.long),
+        {level: progresses[level]["settings"]["skip_first_tokens"] for level in progresses},
+        torch.tensor(punct_ids, dtype=torch.long),
         batch_tokens,
         max_tokens,
-        skip_first_tokens,
         device,
         storage_dtype,
     )
-
-    consumed = progress["sentences"]
+    writers = {level: _LevelWriter(out_dirs[level], progresses[level], layers) for level in progresses}
+    consumed = min(progress["sentences"] for progress in progresses.values())
     remaining = itertools.islice(iter(sentences), consumed, None)
     total = len(sentences) if isinstance(sentences, Sequence) else None
-    buffers: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    buffered, shard_start = 0, consumed
-    bar = tqdm(total=total, initial=consumed, unit="sent", desc=f"activations {out_dir.name}", mininterval=10)
+    name = "+".join(out_dir.name for out_dir in out_dirs.values())
+    bar = tqdm(total=total, initial=consumed, unit="sent", desc=f"activations {name}", mininterval=10)
     with torch.inference_mode(), autocast:
         for chunk in _batched(remaining, chunk_sentences):
-            rows, tokens = _chunk_activations(run, chunk, consumed, bar)
-            for layer in layers:
-                buffers[layer].append(rows[layer])
-            buffered += rows[layers[0]].shape[0]
+            levels = [level for level, writer in writers.items() if writer.needs(consumed)]
+            rows, tokens = _chunk_activations(run, levels, chunk, consumed, bar)
             consumed += len(chunk)
-            progress["tokens"] += tokens
-            if buffered >= shard_rows:
-                _write_shard(out_dir, progress, buffers, shard_start, consumed)
-                buffered, shard_start = 0, consumed
+            for level in levels:
+                writers[level].add(rows[level], tokens, consumed, shard_rows)
     bar.close()
-    if buffered:
-        _write_shard(out_dir, progress, buffers, shard_start, consumed)
-    manifest = _write_manifest(out_dir, progress)
-    log.info(
-        "wrote %d rows x %d layers from %d sentences to %s", manifest["rows"], len(layers), consumed, out_dir
-    )
-    return manifest
+    for level, writer in writers.items():
+        manifests[level] = writer.finish()
+        log.info(
+            "wrote %d %s rows x %d layers from %d sentences to %s",
+            manifests[level]["rows"],
+            level,
+            len(layers),
+            consumed,
+            out_dirs[level],
+        )
+    return manifests
+
+
+class _LevelWriter:
+    """Buffers one level's rows and cuts them into shards exactly as a run of that level alone would."""
+
+    def __init__(self, out_dir: Path, progress: dict, layers: list[int]):
+        self.out_dir, self.progress = out_dir, progress
+        self.buffers: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        self.buffered, self.shard_start = 0, progress["sentences"]
+        self.end = self.shard_start
+
+    def needs(self, first_sentence: int) -> bool:
+        """Whether the chunk starting at this sentence is not stored yet (shards hold whole chunks)."""
+        return first_sentence >= self.shard_start
+
+    def add(self, rows: dict[int, torch.Tensor], tokens: int, consumed: int, shard_rows: int) -> None:
+        for layer, layer_rows in rows.items():
+            self.buffers[layer].append(layer_rows)
+        self.buffered += next(iter(rows.values())).shape[0]
+        self.progress["tokens"] += tokens
+        self.end = consumed
+        if self.buffered >= shard_rows:
+            _write_shard(self.out_dir, self.progress, self.buffers, self.shard_start, consumed)
+            self.buffered, self.shard_start = 0, consumed
+
+    def finish(self) -> dict:
+        if self.buffered:
+            _write_shard(self.out_dir, self.progress, self.buffers, self.shard_start, self.end)
+        return _write_manifest(self.out_dir, self.progress)
 
 
 def write_activations(
@@ -218,9 +292,12 @@ def _write_manifest(out_dir: Path, progress: dict) -> dict:
     return manifest
 
 
-def _check_arguments(layers, level, depth, shard_rows, batch_tokens, chunk_sentences) -> None:
-    if level not in LEVELS:
-        raise ValueError(f"activation level must be one of {', '.join(LEVELS)}, got {level!r}")
+def _check_arguments(layers, levels, depth, shard_rows, batch_tokens, chunk_sentences) -> None:
+    if not levels:
+        raise ValueError("no activation level requested")
+    for level in levels:
+        if level not in LEVELS:
+            raise ValueError(f"activation level must be one of {', '.join(LEVELS)}, got {level!r}")
     if not layers:
         raise ValueError("no layers requested")
     if layers[0] < 1 or layers[-1] > depth:
@@ -259,19 +336,20 @@ class _Run:
     decoder: nn.Module
     tokenizer: PreTrainedTokenizerBase
     layers: list[int]
-    level: str
+    skip_first_tokens: dict[str, int]  # per level
     punct_ids: torch.Tensor
     batch_tokens: int
     max_tokens: int | None
-    skip_first_tokens: int
     device: torch.device
     storage_dtype: torch.dtype
 
 
 def _chunk_activations(
-    run: _Run, chunk: list[str], first_index: int, bar
-) -> tuple[dict[int, torch.Tensor], int]:
-    """Activations of one chunk of sentences, rows in sentence order; also the number of real tokens."""
+    run: _Run, levels: list[str], chunk: list[str], first_index: int, bar
+) -> tuple[dict[str, dict[int, torch.Tensor]], int]:
+    """{level: {layer: rows}} of one chunk of sentences, rows in sentence order; also the real tokens.
+
+    With no level to store, the chunk is only checked and counted (a level that resumes further on)."""
     decoder, tokenizer, layers = run.decoder, run.tokenizer, run.layers
     for offset, sentence in enumerate(chunk):
         if not isinstance(sentence, str):
@@ -280,32 +358,37 @@ def _chunk_activations(
     for offset, sentence_ids in enumerate(ids):
         if not sentence_ids:
             raise ValueError(f"sentence {first_index + offset} ({chunk[offset]!r}) has no tokens")
-    per_sentence: dict[int, list[torch.Tensor | None]] = {layer: [None] * len(chunk) for layer in layers}
+    tokens = sum(len(sentence_ids) for sentence_ids in ids)
+    if not levels:
+        bar.update(len(chunk))
+        return {}, tokens
+    per_sentence = {level: {layer: [None] * len(chunk) for layer in layers} for level in levels}
     for batch in token_budget_batches([len(sentence) for sentence in ids], run.batch_tokens):
         input_ids, attention_mask = pad_right([ids[index] for index in batch], tokenizer.pad_token_id)
-        selected = _selected_positions(input_ids, attention_mask, run)
-        counts = selected.sum(dim=1).tolist()
         states = hidden_states(decoder, input_ids.to(run.device), attention_mask.to(run.device), layers)
-        mask = selected.to(run.device)
-        for layer in layers:
-            kept = states[layer][mask].to("cpu", run.storage_dtype)
-            for index, rows in zip(batch, kept.split(counts), strict=True):
-                per_sentence[layer][index] = rows
+        for level in levels:
+            selected = _selected_positions(input_ids, attention_mask, level, run)
+            counts = selected.sum(dim=1).tolist()
+            mask = selected.to(run.device)
+            for layer in layers:
+                kept = states[layer][mask].to("cpu", run.storage_dtype)
+                for index, rows in zip(batch, kept.split(counts), strict=True):
+                    per_sentence[level][layer][index] = rows
         bar.update(len(batch))
-    rows = {layer: torch.cat(per_sentence[layer]) for layer in layers}
-    return rows, sum(len(sentence_ids) for sentence_ids in ids)
+    rows = {level: {layer: torch.cat(per_sentence[level][layer]) for layer in layers} for level in levels}
+    return rows, tokens
 
 
-def _selected_positions(input_ids, attention_mask, run: _Run) -> torch.Tensor:
+def _selected_positions(input_ids, attention_mask, level: str, run: _Run) -> torch.Tensor:
     """Boolean (B, T) mask of the token positions whose activations are kept at this level."""
     last = attention_mask.sum(dim=1) - 1
     is_last = torch.zeros_like(attention_mask, dtype=torch.bool)
     is_last[torch.arange(len(last)), last] = True
-    if run.level == "sequence":
+    if level == "sequence":
         return is_last
     inside = attention_mask.bool()
-    inside[:, : run.skip_first_tokens] = False
-    if run.level == "token":
+    inside[:, : run.skip_first_tokens[level]] = False
+    if level == "token":
         return inside
     return is_last | (torch.isin(input_ids, run.punct_ids) & inside)
 
