@@ -3,7 +3,8 @@
 
 rule steer_feature:
     """Scale the chosen feature's head weight; rewards before / after (the target `steering` runs it).
-    With a frozen backbone it reads the cached final-token states, else it runs the trained backbone."""
+    With a frozen backbone it reads the cached final-token states, else it runs the trained backbone.
+    """
     input:
         unpack(steering_inputs),
     output:
