@@ -33,7 +33,7 @@ from sarm.interpret.steering import (
 )
 from sarm.rm.final_states import final_token_states
 from sarm.rm.head_edits import apply_head_edits
-from sarm.rm.models import build_sarm
+from sarm.rm.models import build_sarm, build_vanilla_rm
 from sarm.rm.pairs import pair_conversations
 from sarm.sae.model import SAEConfig, TopKSAE
 
@@ -445,3 +445,9 @@ def test_choose_feature_keeps_the_paper_rule_at_zero_and_filters_above():
     assert choose_feature(scores, weight, active, 0.01) == 1
     assert choose_feature(scores, weight, active, 0.1) == 2
     assert choose_feature(scores, weight, active, 1.0) == 3
+
+
+def test_steering_needs_a_sarm(tiny_backbone, rmbench, benchmark):
+    vanilla = build_vanilla_rm(str(tiny_backbone), 2, with_backbone=False)
+    with pytest.raises(ValueError, match="steering needs a SARM"):
+        run_steering(vanilla, rmbench, benchmark, cached=CachedStatePaths("unused.safetensors"))

@@ -39,6 +39,7 @@ from sarm.data.rewardbench2 import completion_table
 from sarm.data.rmbench import rmbench_pairs
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
+from sarm.rm.models import SARM
 from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,11 @@ def ranked_candidates(
 ) -> pd.DataFrame:
     """The `top` qualifying features by s_i (highest first): feature, s, head weight, share of T active."""
     scores, weight = scores.float().cpu(), head_weight.detach().float().cpu()
-    active = torch.ones_like(scores) if target_active is None else target_active.float().cpu()
+    active = (
+        torch.ones_like(scores, dtype=torch.float64)
+        if target_active is None
+        else target_active.double().cpu()
+    )
     positive = weight > 0
     if not bool(positive.any()):
         raise ValueError(
@@ -210,7 +215,7 @@ def rewards_before_after(
 
 
 def backbone_states(
-    model,
+    model: SARM,
     tokenizer: PreTrainedTokenizerBase,
     rmbench_items: Sequence[RMBenchItem],
     prompts: Sequence[BenchmarkPrompt],
@@ -229,7 +234,11 @@ def backbone_states(
 
 
 def _final_states(
-    model, tokenizer: PreTrainedTokenizerBase, conversations: Sequence[list[Message]], config, desc: str
+    model: SARM,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[list[Message]],
+    config: SteeringConfig,
+    desc: str,
 ) -> torch.Tensor:
     token_ids = tokenize_conversations(tokenizer, conversations, config.max_length, config.date_string)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -246,7 +255,7 @@ def _final_states(
 
 
 def cached_states(
-    model,
+    model: SARM,
     rmbench_items: Sequence[RMBenchItem],
     prompts: Sequence[BenchmarkPrompt],
     config: SteeringConfig,
@@ -488,7 +497,7 @@ class CachedStatePaths:
 
 
 def run_steering(
-    model,
+    model: SARM,
     rmbench_items: Sequence[RMBenchItem],
     prompts: Sequence[BenchmarkPrompt],
     config: SteeringConfig = SteeringConfig(),
@@ -498,7 +507,7 @@ def run_steering(
     device: torch.device | str = "cpu",
 ) -> SteeringResult:
     """The whole of Figure 3 for a SARM, from cached states (`cached`) or a pass of its backbone (`tokenizer`)."""
-    if not hasattr(model, "features"):
+    if not isinstance(model, SARM):
         raise ValueError(f"steering needs a SARM (a head over SAE features), got a {type(model).__name__}")
     if cached is not None:
         states = cached_states(model, rmbench_items, prompts, config, cached.rewardbench2, cached.rmbench)
