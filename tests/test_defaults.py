@@ -137,6 +137,12 @@ def test_schema_minimums_are_what_the_code_accepts():
     for key in ("batch_size", "epochs", "shuffle_buffer", "checkpoint_every"):
         with pytest.raises(ValueError):
             SAETrainConfig(**{key: PROPERTIES["sae"]["properties"][key]["minimum"] - 1})
+    share = PROPERTIES["steering"]["properties"]["min_active_fraction"]
+    for bound in (share["minimum"], share["maximum"]):
+        SteeringConfig(min_active_fraction=bound)
+    for outside in (share["minimum"] - 0.01, share["maximum"] + 0.01):
+        with pytest.raises(ValueError, match="steering.min_active_fraction"):
+            SteeringConfig(min_active_fraction=outside)
     for dtype in PROPERTIES["sampling"]["properties"]["storage_dtype"]["enum"]:
         assert isinstance(getattr(torch, dtype), torch.dtype)
 
@@ -157,3 +163,4 @@ def test_the_paper_preset_records_its_choices_explicitly():
     assert paper["reward_model"]["head_init"] == "zero" and paper["reward_model"]["heldout_fraction"] == 0
     assert paper["experiments"]["SARM-4B random-init encoder"]["encoder"] == "random"
     assert paper["steering"]["source"] == "rmbench_safety"
+    assert paper["steering"]["min_active_fraction"] == 0  # the paper's rule: highest s_i among w_i > 0

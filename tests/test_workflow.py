@@ -161,3 +161,29 @@ def test_shared_levels_sample_sequence_and_token_in_one_job_per_part(tmp_path):
     assert len(jobs) == 6 * 64 and len(shared) == 64
     assert all("llama-3.1-8b/activations/sequence/layer16/" in outputs for outputs in shared)
     assert not any("llama-3.1-8b" in outputs for rule, outputs in jobs if rule == "sample_activations")
+
+
+def _inputs_of(dag: str, rule: str) -> list[str]:
+    """The input files of the first job of `rule` in a dry run's printout."""
+    match = re.search(rf"^rule {rule}:\n\s+input: (.*)$", dag, flags=re.MULTILINE)
+    assert match, f"no {rule} job in the dry run"
+    return match.group(1).split(", ")
+
+
+def test_steering_reads_cached_states_only_when_the_backbone_is_frozen(paper_dag):
+    """Paper (train_backbone: true): the trained model runs its own backbone, so no cached states. Demo
+    (frozen): the states cached for evaluation, plus RM-Bench's when it is the source of the safety pairs."""
+    paper = _inputs_of(paper_dag, "steer_feature")
+    assert "results/downloads/backbone/llama-3.1-8b.json" in paper
+    assert not [path for path in paper if "final_states" in path]
+
+    def demo(*config):
+        result = run(*snakemake_command("-n", "--profile", "profiles/demo", "steering", *config))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return _inputs_of(result.stdout, "steer_feature")
+
+    states = "results/smollm2-135m/final_states/{}.safetensors"
+    rmbench = demo()
+    assert rmbench[1:] == [states.format("rewardbench2"), states.format("rmbench")]
+    rewardbench2 = demo("--config", "steering={'source': 'rewardbench2_safety'}")
+    assert rewardbench2[1:] == [states.format("rewardbench2")]

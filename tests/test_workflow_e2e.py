@@ -107,6 +107,7 @@ def test_steering_leaves_rewards_of_inactive_samples_unchanged(tiny_run):
     inactive = rewards[rewards["feature_activation"] == 0]
     assert (inactive["reward_before"] == inactive["reward_after"]).all()
     assert summary["head_edit"] == {"feature": summary["feature"], "scale": 10.0}
+    assert summary["states"] == "cached states"  # frozen backbone: no second backbone pass
 
 
 def test_table_cells_and_intervals_come_from_result_files(tiny_run):
@@ -168,12 +169,17 @@ def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
 
 def test_papers_training_mode_trains_the_backbone(tiny_backbone, tmp_path):
     """train_backbone: true (the paper): layers 0..l-1 and the head train on tokenized pairs, and the
-    evaluation scores text with the trained layers."""
+    evaluation and the steering score text with the trained layers."""
     config = tiny_config(tiny_backbone)
     config["reward_model"].update(train_backbone=True, epochs=1, micro_batch=8, lr=0.01)
     config_path = make_workdir(tmp_path, tiny_backbone, config)
     targets = [f"{SARM_DIR}/rewardbench2.json", "results/tiny/layer2/rm/vanilla/rewardbench2.json"]
-    snakemake(tmp_path, config_path, *targets)
+    snakemake(tmp_path, config_path, *targets, f"{SARM_DIR}/steering/steering.json")
+    steering = json.loads((tmp_path / SARM_DIR / "steering/steering.json").read_text())
+    assert steering["states"] == "backbone pass"
+    before = pd.read_parquet(tmp_path / SARM_DIR / "steering/rewards.parquet")["reward_before"]
+    scored = pd.read_parquet(tmp_path / SARM_DIR / "rewards.parquet")["reward"]
+    assert before.tolist() == pytest.approx(scored.tolist(), abs=1e-4)  # the trained model's own rewards
     source = load_file(tiny_backbone / "model.safetensors")
     prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
     for model_dir in (tmp_path / target.removesuffix("/rewardbench2.json") for target in targets):

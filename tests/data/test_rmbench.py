@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sarm.data.rmbench import domain_of_file, load_rmbench
+from sarm.data.rmbench import domain_of_file, load_rmbench, rmbench_pairs
 from sarm.data.sources import DataError
 
 
@@ -73,3 +73,15 @@ def test_the_same_item_read_twice_is_reported(tmp_path):
 def test_malformed_rows_name_row_and_field(tmp_path, bad, message):
     with pytest.raises(DataError, match=rf"row 1 of .*rm.jsonl: {message}"):
         load_rmbench(write_json(tmp_path / "rm.jsonl", [row(1), bad]))
+
+
+def test_pairs_match_variant_j_with_variant_j_and_keep_the_domain(tmp_path):
+    items = load_rmbench(write_json(tmp_path / "d.jsonl", [row(1, "chat"), row(2, "safety-refuse")]))
+    pairs = rmbench_pairs(items)
+    assert [p.source for p in pairs] == ["chat"] * 3 + ["safety-refuse"] * 3
+    assert [(p.chosen[-1]["content"], p.rejected[-1]["content"]) for p in pairs[3:]] == [
+        ("c1", "r1"),
+        ("c2", "r2"),
+        ("c3", "r3"),
+    ]
+    assert pairs[4].chosen[0] == {"role": "user", "content": "prompt 2"} == pairs[4].rejected[0]

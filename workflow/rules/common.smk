@@ -53,7 +53,7 @@ wildcard_constraints:
     k=r"\d+",
     part=r"\d+",
     variant=r"vanilla|sarm_(sequence_punct|sequence|token|random_topk|random)_m\d+_k\d+",
-    dataset=r"preferences|rewardbench2",
+    dataset=r"preferences|rewardbench2|rmbench",
 
 
 ENVS = Path(workflow.basedir).parent / "envs"
@@ -285,6 +285,24 @@ def evaluation_inputs(wildcards):
     else:
         inputs["backbone"] = backbone_files(wildcards)
         inputs["data"] = local_data("rewardbench2")
+    return inputs
+
+
+def steering_inputs(wildcards):
+    """With a frozen backbone, steering reads the cached states of its source backbone (no backbone pass);
+    a model that trained its backbone runs it over the texts."""
+    inputs = {"model": f"{REWARD_MODEL_DIR.format(**wildcards)}/reward_model.json"}
+    from_rmbench = config["steering"]["source"] == "rmbench_safety"
+    if FROZEN_BACKBONE:
+        for dataset in ["rewardbench2"] + (["rmbench"] if from_rmbench else []):
+            inputs[f"{dataset}_states"] = FINAL_STATES.format(
+                backbone=wildcards.backbone, dataset=dataset
+            )
+    else:
+        inputs["backbone"] = backbone_files(wildcards)
+        inputs["rewardbench2"] = local_data("rewardbench2")
+        if from_rmbench:
+            inputs["rmbench"] = local_data("rmbench")
     return inputs
 
 

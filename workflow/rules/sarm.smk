@@ -1,6 +1,6 @@
 # Reward models trained with the Bradley-Terry loss: SARM (pretrained or random SAE encoder) and the
 # conventional RM baseline. With reward_model.train_backbone false, the backbone runs once per dataset
-# (cache_final_states) and every model trains its head on the cache.
+# (cache_final_states) and every model trains its head on the cache; evaluation and steering read it too.
 
 
 rule cache_final_states:

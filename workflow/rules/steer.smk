@@ -2,12 +2,11 @@
 
 
 rule steer_feature:
-    """Scale the chosen feature's head weight; rewards before / after (the target `steering` runs it)."""
+    """Scale the chosen feature's head weight; rewards before / after (the target `steering` runs it).
+    With a frozen backbone it reads the cached final-token states, else it runs the trained backbone.
+    """
     input:
-        model=f"{REWARD_MODEL_DIR}/reward_model.json",
-        backbone=backbone_files,
-        rmbench=local_data("rmbench"),
-        rewardbench2=local_data("rewardbench2"),
+        unpack(steering_inputs),
     output:
         summary=f"{STEERING_DIR}/steering.json",
         rewards=f"{STEERING_DIR}/rewards.parquet",
@@ -29,7 +28,9 @@ rule steer_feature:
         ENVS / "torch.yaml"
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
-        steering=only(config, "steering", ["scale", "domains"]),
+        steering=only(
+            config, "steering", ["scale", "source", "domains", "min_active_fraction"]
+        ),
         rmbench=config["data"]["rmbench"],
         rewardbench2=config["data"]["rewardbench2"],
         reward_model=only(config, "reward_model", ["max_length", "date_string"]),

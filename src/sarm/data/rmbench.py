@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sarm.data.records import RMBenchItem
+from sarm.data.records import PreferencePair, RMBenchItem
 from sarm.data.sources import (
     BadRows,
     FieldProblem,
@@ -122,3 +122,19 @@ def load_rmbench(
         dropped = problems.finish(rows)
         items += [item for index, item in read.items() if index not in dropped]
     return items
+
+
+def rmbench_pairs(items: Sequence[RMBenchItem]) -> list[PreferencePair]:
+    """Every item as three pairs, chosen variant j against rejected variant j, with its domain as `source`."""
+    pairs = []
+    for item in items:
+        user = {"role": "user", "content": item.prompt}
+        for chosen, rejected in zip(item.chosen, item.rejected, strict=True):
+            pairs.append(
+                PreferencePair(
+                    [user, {"role": "assistant", "content": chosen}],
+                    [user, {"role": "assistant", "content": rejected}],
+                    source=item.domain,
+                )
+            )
+    return pairs

@@ -25,6 +25,7 @@ from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
+from sarm.data.rmbench import rmbench_pairs
 from sarm.data.specs import load_dataset_spec
 from sarm.rm.pairs import pair_conversations
 from sarm.runtime import atomic_write, fingerprint, module_device, write_text_atomic
@@ -61,13 +62,16 @@ def iter_final_token_states(
 
 
 def dataset_conversations(dataset: str, spec: dict, skipped_rows=None) -> list[list[Message]]:
-    """preferences: every chosen then every rejected conversation; rewardbench2: every completion.
+    """preferences: every chosen then every rejected conversation; rewardbench2: every completion; rmbench:
+    every item's three pairs (variant j against variant j), every chosen then every rejected conversation.
 
     `skipped_rows`: where to list the rows dropped under `bad_rows: skip` (see load_dataset_spec)."""
     if dataset == "preferences":
         return pair_conversations(load_dataset_spec(dataset, spec, skipped_rows))
     if dataset == "rewardbench2":
         return completion_table(load_dataset_spec(dataset, spec, skipped_rows))[1]
+    if dataset == "rmbench":
+        return pair_conversations(rmbench_pairs(load_dataset_spec(dataset, spec, skipped_rows)))
     raise ValueError(f"no conversations defined for dataset {dataset!r}")
 
 
