@@ -1,6 +1,7 @@
 # Reward models trained with the Bradley-Terry loss: SARM (pretrained or random SAE encoder) and the
 # conventional RM baseline. With reward_model.train_backbone false, the backbone runs once per dataset
-# (cache_final_states) and every model trains its head on the cache.
+# (cache_final_states) and every model trains its head on the cache; with train_layers N, the layers below
+# l-N run once per dataset (cache_token_states) and each model trains its top N layers on that cache.
 
 
 rule cache_final_states:
@@ -23,6 +24,29 @@ rule cache_final_states:
         reward_model=only(config, "reward_model", ["max_length", "date_string"]),
     script:
         "../../scripts/cache_final_states.py"
+
+
+rule cache_token_states:
+    """Every token's residual state at one layer, for the reward models that train only the layers above it."""
+    input:
+        backbone=backbone_files,
+        data=lambda wildcards: local_data(wildcards.dataset),
+    output:
+        states=TOKEN_STATES,
+    log:
+        log_path("cache_token_states", "{backbone}/layer{layer}/{dataset}"),
+    benchmark:
+        benchmark_path("cache_token_states", "{backbone}/layer{layer}/{dataset}")
+    conda:
+        ENVS / "torch.yaml"
+    params:
+        backbone=lambda wildcards: backbone_path(wildcards.backbone),
+        data=lambda wildcards: config["data"][wildcards.dataset],
+        reward_model=only(
+            config, "reward_model", ["max_length", "date_string", "token_states_dtype"]
+        ),
+    script:
+        "../../scripts/cache_token_states.py"
 
 
 rule train_sarm:

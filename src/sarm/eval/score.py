@@ -94,7 +94,9 @@ def score_completions_from_states(
 
 
 @torch.inference_mode()
-def rewards_from_token_states(model: RewardModel, states: TokenStates, batch_tokens: int = 16384) -> np.ndarray:
+def rewards_from_token_states(
+    model: RewardModel, states: TokenStates, batch_tokens: int = 16384
+) -> np.ndarray:
     """Rewards from per-token states cached at the model's first trained layer (`train_layers: N`)."""
     if model.first_trained_layer != states.layer:
         raise ValueError(

@@ -189,7 +189,9 @@ def _micro_batch(data: Pairs, indices: list[int], device: torch.device) -> dict[
         index = torch.as_tensor(indices)
         return {"states": torch.cat([data.chosen[index], data.rejected[index]]).to(device)}
     if isinstance(data, TokenStatePairs):
-        hidden, mask = data.states.padded([data.chosen[i] for i in indices] + [data.rejected[i] for i in indices])
+        hidden, mask = data.states.padded(
+            [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
+        )
         return {"hidden": hidden.to(device), "attention_mask": mask.to(device)}
     sequences = [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
     input_ids, attention_mask = pad_right(sequences, data.pad_id)
@@ -516,7 +518,9 @@ def train_reward_model(
     if len(train) < ctx.world:
         raise ValueError(f"{len(train)} training pairs cannot be split over {ctx.world} processes")
     if isinstance(train, TokenStatePairs) and ctx.world > 1:
-        raise ValueError("training from cached per-token states (`reward_model.train_layers: N`) runs in one process")
+        raise ValueError(
+            "training from cached per-token states (`reward_model.train_layers: N`) runs in one process"
+        )
     torch.manual_seed(cfg.seed)
     _set_trainable(model, cfg, train)
     model.to(ctx.device).train()

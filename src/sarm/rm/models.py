@@ -119,7 +119,9 @@ class RewardModel(nn.Module, ABC):
         """(B, d) residual state at each row's last real token (right padding)."""
         return _at_last_token(self.residual(input_ids, attention_mask), attention_mask)
 
-    def final_states_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+    def final_states_from(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int
+    ) -> torch.Tensor:
         """(B, d) final-token state at the model's layer, from the per-token states after `start` layers."""
         return _at_last_token(self.residual_from(hidden, attention_mask, start), attention_mask)
 

@@ -85,12 +85,16 @@ class TokenStatePairs:
     def from_states(cls, states: TokenStates) -> TokenStatePairs:
         """Split states of `pair_conversations(pairs)`: the first half chosen, the second rejected."""
         if len(states) % 2:
-            raise ValueError(f"{len(states)} conversations cannot be chosen/rejected halves of preference pairs")
+            raise ValueError(
+                f"{len(states)} conversations cannot be chosen/rejected halves of preference pairs"
+            )
         half = len(states) // 2
         return cls(states, list(range(half)), list(range(half, 2 * half)))
 
     def subset(self, indices) -> TokenStatePairs:
-        return TokenStatePairs(self.states, [self.chosen[i] for i in indices], [self.rejected[i] for i in indices])
+        return TokenStatePairs(
+            self.states, [self.chosen[i] for i in indices], [self.rejected[i] for i in indices]
+        )
 
 
 Pairs = TokenizedPairs | CachedPairs | TokenStatePairs

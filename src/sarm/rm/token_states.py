@@ -97,7 +97,9 @@ def cache_token_states(
     starts = range(0, len(conversations), chunk_size)
     chunk_files = [parts / f"chunk{start // chunk_size:06d}.safetensors" for start in starts]
     done = sum(
-        min(chunk_size, len(conversations) - s) for s, f in zip(starts, chunk_files, strict=True) if f.exists()
+        min(chunk_size, len(conversations) - s)
+        for s, f in zip(starts, chunk_files, strict=True)
+        if f.exists()
     )
     progress = tqdm(
         total=len(conversations), initial=done, desc=f"token states -> {out_path.name}", unit="conv"
