@@ -56,6 +56,14 @@ ENVS = Path(workflow.basedir).parent / "envs"
 FROZEN_BACKBONE = not config["reward_model"]["train_backbone"]
 
 
+def unused_train_layers_keys():
+    """With train_layers `all` its two keys change nothing: left out of params, results built before these
+    keys existed are not rerun."""
+    if config["reward_model"]["train_layers"] == "all":
+        return ["train_layers", "token_states_dtype"]
+    return []
+
+
 def token_states_layer(wildcards):
     """The layer whose cached per-token states a model trains from (train_layers N), or None."""
     if FROZEN_BACKBONE:

@@ -66,7 +66,9 @@ rule train_sarm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=result_keys(config, "reward_model"),
+        reward_model=result_keys(
+            config, "reward_model", drop=unused_train_layers_keys()
+        ),
     script:
         "../../scripts/train_reward_model.py"
 
@@ -89,7 +91,9 @@ rule train_vanilla_rm:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
         reward_model=result_keys(
-            config, "reward_model", drop=["head_input", "head_init"]
+            config,
+            "reward_model",
+            drop=["head_input", "head_init", *unused_train_layers_keys()],
         ),
     script:
         "../../scripts/train_reward_model.py"
