@@ -21,6 +21,7 @@ job = RewardModelJob(
     reward_model=dict(reward_model),
     sae_dir=str(Path(sae).parent) if sae else None,
     states=snakemake.input.get("states"),
+    token_states=snakemake.input.get("token_states"),
     latents=int(latents) if (latents := snakemake.wildcards.get("latents")) else None,
 )
 launch(job, gpus=torch.cuda.device_count())

@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, VANILLA_VARIANT
+from sarm.rm.train_layers import check_train_layers
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,11 @@ def validate_config(
     if errors:
         raise ConfigError(_explain(jsonschema.exceptions.best_match(errors, key=lambda e: -len(e.path))))
     _check_references(config)
+    rm = config["reward_model"]
+    try:
+        check_train_layers(rm["train_layers"], rm["train_backbone"], rm["recon_tokens"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     check_local_sources(config, base_dir)
     return config
 

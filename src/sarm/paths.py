@@ -28,6 +28,8 @@ SAE_DIR = f"results/{SAE_NAME}"
 
 # Final-token states of every conversation of a dataset (frozen-backbone reward models).
 FINAL_STATES = "results/{backbone}/final_states/{dataset}.safetensors"
+# Every token's state at one layer (reward models that train only the layers above it: train_layers N).
+TOKEN_STATES = "results/{backbone}/token_states/layer{layer}/{dataset}.safetensors"
 
 # A reward model: its weights, training curve, RewardBench 2 scores, interpretation and steering.
 # `{variant}` is `vanilla` or a SARM variant. Its name (no `rm/`) names the logs and benchmarks of the

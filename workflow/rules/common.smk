@@ -15,6 +15,7 @@ from sarm.download import DOWNLOADED, configure_environment, hub_sources
 from sarm.params import only, result_keys
 from sarm.report.rows import comparison_rows, input_files
 from sarm.report.rows import result_rows as table_rows
+from sarm.rm.train_layers import first_trained_layer
 from sarm.paths import (
     ACTIVATIONS,
     BENCHMARKS,
@@ -33,6 +34,7 @@ from sarm.paths import (
     STEERING_DIR,
     SWEEP_PLOT,
     TABLE,
+    TOKEN_STATES,
     VANILLA_DIR,
     activations_at,
     benchmark_path,
@@ -58,6 +60,23 @@ wildcard_constraints:
 
 ENVS = Path(workflow.basedir).parent / "envs"
 FROZEN_BACKBONE = not config["reward_model"]["train_backbone"]
+
+
+def unused_train_layers_keys():
+    """With train_layers `all` its two keys change nothing: left out of params, results built before these
+    keys existed are not rerun."""
+    if config["reward_model"]["train_layers"] == "all":
+        return ["train_layers", "token_states_dtype"]
+    return []
+
+
+def token_states_layer(wildcards):
+    """The layer whose cached per-token states a model trains from (train_layers N), or None."""
+    if FROZEN_BACKBONE:
+        return None
+    return first_trained_layer(
+        int(wildcards.layer), config["reward_model"]["train_layers"]
+    )
 
 
 @cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
@@ -266,9 +285,15 @@ def reward_model_inputs(wildcards):
         # copies the shape and input scale of the sequence-level SAE.
         level = "sequence" if encoder == "random_topk" else encoder
         inputs["sae"] = f"{SAE_DIR.format(**wildcards, level=level)}/sae.safetensors"
+    start = token_states_layer(wildcards)
     if FROZEN_BACKBONE:
         inputs["states"] = FINAL_STATES.format(
             backbone=wildcards.backbone, dataset="preferences"
+        )
+    elif start is not None:
+        inputs["backbone"] = backbone_files(wildcards)
+        inputs["token_states"] = TOKEN_STATES.format(
+            backbone=wildcards.backbone, layer=start, dataset="preferences"
         )
     else:
         inputs["backbone"] = backbone_files(wildcards)
@@ -278,9 +303,15 @@ def reward_model_inputs(wildcards):
 
 def evaluation_inputs(wildcards):
     inputs = {"model": f"{REWARD_MODEL_DIR.format(**wildcards)}/reward_model.json"}
+    start = token_states_layer(wildcards)
     if FROZEN_BACKBONE:
         inputs["states"] = FINAL_STATES.format(
             backbone=wildcards.backbone, dataset="rewardbench2"
+        )
+    elif start is not None:
+        inputs["backbone"] = backbone_files(wildcards)
+        inputs["token_states"] = TOKEN_STATES.format(
+            backbone=wildcards.backbone, layer=start, dataset="rewardbench2"
         )
     else:
         inputs["backbone"] = backbone_files(wildcards)

@@ -1,6 +1,8 @@
 # Reward models trained with the Bradley-Terry loss: SARM (pretrained or random SAE encoder) and the
 # conventional RM baseline. With reward_model.train_backbone false, the backbone runs once per dataset
-# (cache_final_states) and every model trains its head on the cache; evaluation and steering read it too.
+# (cache_final_states) and every model trains its head on the cache; evaluation and steering read it too. With
+# train_layers N, the layers below l-N run once per dataset (cache_token_states) and each model trains its
+# top N layers on that cache.
 
 
 rule cache_final_states:
@@ -26,6 +28,29 @@ rule cache_final_states:
         "../../scripts/cache_final_states.py"
 
 
+rule cache_token_states:
+    """Every token's residual state at one layer, for the reward models that train only the layers above it."""
+    input:
+        backbone=backbone_files,
+        data=lambda wildcards: local_data(wildcards.dataset),
+    output:
+        states=TOKEN_STATES,
+    log:
+        log_path("cache_token_states", "{backbone}/layer{layer}/{dataset}"),
+    benchmark:
+        benchmark_path("cache_token_states", "{backbone}/layer{layer}/{dataset}")
+    conda:
+        ENVS / "torch.yaml"
+    params:
+        backbone=lambda wildcards: backbone_path(wildcards.backbone),
+        data=lambda wildcards: config["data"][wildcards.dataset],
+        reward_model=only(
+            config, "reward_model", ["max_length", "date_string", "token_states_dtype"]
+        ),
+    script:
+        "../../scripts/cache_token_states.py"
+
+
 rule train_sarm:
     """Truncated backbone + SAE encoder (frozen; pretrained or random init) + linear value head."""
     input:
@@ -43,7 +68,9 @@ rule train_sarm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=result_keys(config, "reward_model"),
+        reward_model=result_keys(
+            config, "reward_model", drop=unused_train_layers_keys()
+        ),
     script:
         "../../scripts/train_reward_model.py"
 
@@ -66,7 +93,9 @@ rule train_vanilla_rm:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
         reward_model=result_keys(
-            config, "reward_model", drop=["head_input", "head_init"]
+            config,
+            "reward_model",
+            drop=["head_input", "head_init", *unused_train_layers_keys()],
         ),
     script:
         "../../scripts/train_reward_model.py"

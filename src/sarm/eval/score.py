@@ -12,12 +12,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from sarm.batching import token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import RewardModel
+from sarm.rm.token_states import TokenStates, load_token_states
 from sarm.runtime import atomic_write, module_device, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,42 @@ def score_completions_from_states(
             "was it computed from the same RewardBench 2 data (completion_table order)?"
         )
     table["reward"] = rewards_from_cached_states(model, states)
+    return table
+
+
+@torch.inference_mode()
+def rewards_from_token_states(
+    model: RewardModel, states: TokenStates, batch_tokens: int = 16384
+) -> np.ndarray:
+    """Rewards from per-token states cached at the model's first trained layer (`train_layers: N`)."""
+    if model.first_trained_layer != states.layer:
+        raise ValueError(
+            f"per-token states of layer {states.layer} do not feed this model, whose trained layers start "
+            f"at {model.first_trained_layer}"
+        )
+    rewards = np.full(len(states), np.nan)
+    device = module_device(model)
+    with tqdm(total=len(states), desc="scoring", unit="conv") as progress:
+        for batch in token_budget_batches(states.lengths(), batch_tokens):
+            hidden, mask = states.padded(batch)
+            final = model.final_states_from(hidden.to(device), mask.to(device), states.layer)
+            rewards[batch] = model.rewards_from_states(final).float().cpu().numpy()
+            progress.update(len(batch))
+    return rewards
+
+
+def score_completions_from_token_states(
+    model: RewardModel, prompts: Sequence[BenchmarkPrompt], states_path: str | Path, batch_tokens: int = 16384
+) -> pd.DataFrame:
+    """Like `score_completions`, from a `cache_token_states` file of the same prompts' completions in order."""
+    table, _ = completion_table(prompts)
+    states = load_token_states(states_path, model.first_trained_layer)
+    if len(states) != len(table):
+        raise ValueError(
+            f"{states_path} holds {len(states)} conversations but the prompts have {len(table)} completions: "
+            "was it computed from the same RewardBench 2 data (completion_table order)?"
+        )
+    table["reward"] = rewards_from_token_states(model, states, batch_tokens)
     return table
 
 

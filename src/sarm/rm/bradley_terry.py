@@ -1,7 +1,8 @@
 """Bradley-Terry training of a reward model: minimise -log sigmoid(r_chosen - r_rejected) over preference pairs.
 
-Two data paths share one loop: tokenized pairs (train the first l layers + head) and cached final-token
-states (frozen backbone: only the head, in seconds). One global batch per optimizer step, gradient
+Three data paths share one loop: tokenized pairs (train the first l layers + head), per-token states cached
+at layer l-N (train the top N layers + head, `train_layers: N`) and cached final-token states (frozen
+backbone: only the head, in seconds). One global batch per optimizer step, gradient
 accumulation in micro-batches, DDP under torchrun (gloo on CPU, nccl on GPU), checkpoint + resume, and a
 SIGTERM handler that checkpoints and exits so a preempted job continues where it stopped.
 """
@@ -29,7 +30,8 @@ from sarm.backbone import last_token_index
 from sarm.batching import pad_right
 from sarm.data.chat import DEFAULT_MAX_LENGTH
 from sarm.rm.models import SARM, RewardModel, save_reward_model
-from sarm.rm.pairs import CachedPairs, Pairs
+from sarm.rm.pairs import CachedPairs, Pairs, TokenStatePairs
+from sarm.rm.train_layers import ALL, check_train_layers, first_trained_layer
 from sarm.runtime import (
     Preempted,
     TerminationFlag,
@@ -85,6 +87,8 @@ class BTTrainConfig:
     max_grad_norm: float | None = None
     seed: int = 0
     train_backbone: bool = True
+    # "all" (the paper) or N: only decoder layers l-N..l-1 train (with per-token states cached at l-N).
+    train_layers: int | str = ALL
     recon_coef: float = 0.0  # > 0 adds the SAE reconstruction loss and unfreezes the SAE (upstream: 1.0)
     # Tokens the reconstruction loss averages over: "final" (the reward token) or "assistant_turn" (every
     # token of the last assistant turn, masked normalised MSE: the authors' mode 3 with a token-level SAE).
@@ -135,6 +139,7 @@ class BTTrainConfig:
             raise ValueError(
                 f"training config `recon_tokens` must be one of {RECON_TOKENS}, got {self.recon_tokens!r}"
             )
+        check_train_layers(self.train_layers, self.train_backbone, self.recon_tokens)
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "training") -> BTTrainConfig:
@@ -151,9 +156,10 @@ class BTTrainConfig:
 class _PairScorer(nn.Module):
     """Rewards (and summed reconstruction loss) of a micro-batch; the module DDP wraps."""
 
-    def __init__(self, model: RewardModel, recon: bool):
+    def __init__(self, model: RewardModel, recon: bool, start: int | None = None):
         super().__init__()
         self.model, self.recon = model, recon
+        self.start = start  # the layer of cached per-token states (TokenStatePairs), else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         if "features" in batch:  # EncodedPairs: the frozen encoder already ran, and there is no recon loss
@@ -162,6 +168,8 @@ class _PairScorer(nn.Module):
         hidden = None
         if "states" in batch:
             states = batch["states"]
+        elif "hidden" in batch:
+            states = self.model.final_states_from(batch["hidden"], batch["attention_mask"], self.start)
         elif self.recon and "turn_mask" in batch:  # reconstruction over the last assistant turn
             hidden = self.model.residual(batch["input_ids"], batch["attention_mask"])
             rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -186,6 +194,11 @@ def _micro_batch(data: Pairs, indices: list[int], device: torch.device) -> dict[
     if isinstance(data, CachedPairs):
         index = torch.as_tensor(indices)
         return {"states": torch.cat([data.chosen[index], data.rejected[index]]).to(device)}
+    if isinstance(data, TokenStatePairs):
+        hidden, mask = data.states.padded(
+            [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
+        )
+        return {"hidden": hidden.to(device), "attention_mask": mask.to(device)}
     sequences = [data.chosen[i] for i in indices] + [data.rejected[i] for i in indices]
     input_ids, attention_mask = pad_right(sequences, data.pad_id)
     batch = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
@@ -282,6 +295,12 @@ def encoded_once(model: RewardModel, data: Pairs | None, device: torch.device, r
 def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
     if isinstance(data, CachedPairs) and cfg.train_backbone:
         raise ValueError("cached final-token states cannot train the backbone: set `train_backbone: false`")
+    first = first_trained_layer(model.layer, cfg.train_layers) if cfg.train_backbone else None
+    if isinstance(data, TokenStatePairs) and data.layer != first:
+        raise ValueError(
+            f"per-token states of layer {data.layer} cannot train a model reading layer {model.layer} with "
+            f"`reward_model.train_layers: {cfg.train_layers}` (it needs the states of layer {first})"
+        )
     if cfg.recon_coef > 0 and not isinstance(model, SARM):
         raise ValueError("`recon_coef` > 0 needs a SARM (there is no SAE in a vanilla reward model)")
     if (
@@ -302,7 +321,11 @@ def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
     if cfg.train_backbone:
         if model.decoder is None:
             raise ValueError("train_backbone is set but the model was built without its backbone")
-        model.decoder.requires_grad_(True)
+        if first is None:
+            model.decoder.requires_grad_(True)
+        else:  # frozen below: their output never changes, so it can be cached once (TokenStatePairs)
+            model.decoder.layers[first:].requires_grad_(True)
+        model.first_trained_layer = first
         if hasattr(model, "final_norm"):
             model.final_norm.requires_grad_(True)
         model.trained_parts.add("backbone")
@@ -331,7 +354,7 @@ def pairwise_accuracy(
     was_training = model.training
     model.eval()
     if scorer is None:  # a sharded model is only run through its FSDP root, the training scorer
-        scorer = _PairScorer(model, recon=False)
+        scorer = _PairScorer(model, recon=False, start=getattr(data, "layer", None))
     recon, scorer.recon = scorer.recon, False
     loss_sum = correct = 0.0
     indices = list(range(ctx.rank, len(data), ctx.world))
@@ -525,11 +548,15 @@ def train_reward_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(train) < ctx.world:
         raise ValueError(f"{len(train)} training pairs cannot be split over {ctx.world} processes")
+    if isinstance(train, TokenStatePairs) and ctx.world > 1:
+        raise ValueError(
+            "training from cached per-token states (`reward_model.train_layers: N`) runs in one process"
+        )
     torch.manual_seed(cfg.seed)
     _set_trainable(model, cfg, train)
     model.to(ctx.device).train()
     train, heldout = encoded_once(model, train, ctx.device), encoded_once(model, heldout, ctx.device)
-    scorer = _PairScorer(model, recon=cfg.recon_coef > 0)
+    scorer = _PairScorer(model, recon=cfg.recon_coef > 0, start=getattr(train, "layer", None))
     if ctx.world > 1 and cfg.sharding == "fsdp":
         _shard(scorer, cfg, ctx)
     elif ctx.world > 1:

@@ -32,7 +32,9 @@ from sarm.rm.models import (
     build_vanilla_rm,
     random_sae_like,
 )
-from sarm.rm.pairs import CachedPairs, tokenize_pairs
+from sarm.rm.pairs import CachedPairs, TokenStatePairs, tokenize_pairs
+from sarm.rm.token_states import DEFAULT_STORAGE_DTYPE, load_token_states
+from sarm.rm.train_layers import first_trained_layer
 from sarm.sae.model import TopKSAE
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ MODEL_DEFAULTS = {
     "head_input": DEFAULT_HEAD_INPUT,
     "head_init": DEFAULT_HEAD_INIT,
     "date_string": DEFAULT_DATE_STRING,  # the date Llama-3 chat templates write (sarm.data.chat)
+    "token_states_dtype": DEFAULT_STORAGE_DTYPE,  # of the per-token cache (train_layers: N)
 }
 _NOT_TRAINING = tuple(MODEL_DEFAULTS)
 ENCODERS = ("sequence", "token", "sequence_punct", "random", "random_topk", "vanilla")
@@ -62,6 +65,7 @@ class RewardModelJob:
     reward_model: dict  # the config's reward_model section
     sae_dir: str | None = None  # pretrained SAE (for `random_topk`: the SAE whose shape and scale are copied)
     states: str | None = None  # cached final-token states (frozen backbone) or None
+    token_states: str | None = None  # per-token states at layer l - train_layers (train_layers: N) or None
     latents: int | None = None  # M of the `random` linear encoder (default: the SAE's at sae_dir)
 
     def __post_init__(self):
@@ -107,9 +111,17 @@ def build_model(job: RewardModelJob) -> RewardModel:
 
 
 def training_data(job: RewardModelJob, cfg: BTTrainConfig):
-    """(train, held-out) pairs: cached final-token states, or tokenized conversations."""
+    """(train, held-out) pairs: cached final-token states, cached per-token states, or tokenized conversations."""
+    first = first_trained_layer(job.layer, cfg.train_layers) if cfg.train_backbone else None
+    if job.token_states is not None and first is None:
+        raise ValueError(
+            f"{job.token_states}: per-token states are only read with `reward_model.train_layers` below the "
+            f"read layer {job.layer} (got {cfg.train_layers!r})"
+        )
     if job.states is not None:
         pairs = CachedPairs.from_states(load_final_token_states(job.states, job.layer))
+    elif job.token_states is not None:
+        pairs = TokenStatePairs.from_states(load_token_states(job.token_states, first))
     else:
         tokenizer = load_tokenizer(job.backbone)
         skipped = Path(job.out_dir) / "preferences.skipped_rows.jsonl"  # rows dropped by `bad_rows: skip`
@@ -157,7 +169,7 @@ def package_env(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 def launch(job: RewardModelJob, gpus: int) -> None:
     """Train in this process, or under torchrun with one process per GPU when several are visible."""
-    if gpus <= 1 or job.states is not None:
+    if gpus <= 1 or job.states is not None or job.token_states is not None:
         run(job)
         return
     spec = Path(job.out_dir) / "job.json"

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig
+from transformers.masking_utils import create_causal_mask
 from transformers.utils import cached_file
 
 from sarm.backbone import device_and_dtype, last_token_index, load_decoder
@@ -70,6 +71,8 @@ class RewardModel(nn.Module, ABC):
         self.backbone_source = backbone_source
         self.layer = layer
         self.trained_parts: set[str] = {"head"}
+        # Set when only decoder layers first_trained_layer..layer-1 train (reward_model.train_layers: N).
+        self.first_trained_layer: int | None = None
         if decoder is not None and decoder.config.num_hidden_layers != layer:
             raise ValueError(
                 f"decoder has {decoder.config.num_hidden_layers} layers but the model reads layer {layer}"
@@ -86,11 +89,41 @@ class RewardModel(nn.Module, ABC):
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
 
+    def residual_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
+        """(B, T, d) residual stream after `layer` layers, from the right-padded states after `start` layers.
+
+        Runs decoder layers start..layer-1 as the decoder's own forward does: positions 0..T-1 (right
+        padding), rotary embeddings of those positions, causal mask combined with the padding mask.
+        """
+        decoder = self.decoder
+        if decoder is None:
+            raise RuntimeError("running the top decoder layers needs the backbone: load it with_backbone")
+        if not 0 <= start < self.layer:
+            raise ValueError(f"states after {start} layers cannot feed layers {start}..{self.layer - 1}")
+        if any(kind != "full_attention" for kind in getattr(decoder.config, "layer_types", None) or ()):
+            raise NotImplementedError("starting from cached states needs a backbone with full attention only")
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+        mask = create_causal_mask(
+            config=decoder.config,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            past_key_values=None,
+            position_ids=positions,
+        )
+        rotary = decoder.rotary_emb(hidden, position_ids=positions)
+        for block in decoder.layers[start : self.layer]:
+            hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+        return decoder.norm(hidden)
+
     def final_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, d) residual state at each row's last real token (right padding)."""
-        hidden = self.residual(input_ids, attention_mask)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, last_token_index(attention_mask)]
+        return _at_last_token(self.residual(input_ids, attention_mask), attention_mask)
+
+    def final_states_from(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """(B, d) final-token state at the model's layer, from the per-token states after `start` layers."""
+        return _at_last_token(self.residual_from(hidden, attention_mask, start), attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards (B,)."""
@@ -106,6 +139,11 @@ class RewardModel(nn.Module, ABC):
 
     def extra_config(self) -> dict[str, Any]:
         return {}
+
+
+def _at_last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, last_token_index(attention_mask)]
 
 
 class LinearEncoder(nn.Module):
@@ -372,18 +410,20 @@ def build_vanilla_rm(
 def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
     """reward_model.json + reward_model.safetensors (+ sae/): the head and whatever else was trained.
 
-    An untrained backbone is not copied: the JSON names its source and load_reward_model reloads it.
+    An untrained backbone is not copied: the JSON names its source and load_reward_model reloads it. Of a
+    backbone trained only in its top layers, only those layers are stored; the others come from the source.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     store_backbone = "backbone" in model.trained_parts
     if store_backbone and model.decoder is None:
         raise RewardModelError("the backbone is marked trained but the model has no decoder to save")
+    first = model.first_trained_layer if store_backbone else None
     tensors = {}
     for name, tensor in model.state_dict().items():
         if name.startswith("sae."):
             continue  # saved in the SAE's own format below
-        if name.startswith("decoder.") and not store_backbone:
+        if name.startswith("decoder.") and not (store_backbone and _in_layers_from(name, first or 0)):
             continue
         tensors[name] = tensor.detach().contiguous().cpu()
     if isinstance(model, SARM):
@@ -396,12 +436,22 @@ def save_reward_model(model: RewardModel, out_dir: str | Path) -> Path:
         "kind": model.kind,
         **backbone_record(model.backbone_source, out_dir),  # portable: relative to out_dir + absolute
         "layer": model.layer,
-        "backbone_weights": "stored" if store_backbone else "source",
+        # top_layers: decoder layers first_trained_layer..layer-1 stored, the rest read from the source
+        "backbone_weights": "top_layers" if first else "stored" if store_backbone else "source",
+        **({"first_trained_layer": first} if first else {}),
         "trained": sorted(model.trained_parts),
         **model.extra_config(),
     }
     write_json_atomic(config, out_dir / CONFIG_FILE)
     return out_dir
+
+
+def _in_layers_from(name: str, first: int) -> bool:
+    """Whether a state-dict key belongs to the decoder's layers `first`.. (every decoder key for 0)."""
+    if first == 0:
+        return True
+    parts = name.split(".")
+    return parts[1] == "layers" and int(parts[2]) >= first
 
 
 def load_reward_model(
@@ -452,8 +502,11 @@ def load_reward_model(
     if not with_backbone:
         stored = {k: v for k, v in stored.items() if not k.startswith("decoder.")}
     expected = {k for k in model.state_dict() if not k.startswith("sae.")}
+    first = config.get("first_trained_layer", 0)
     if config["backbone_weights"] == "source" or not with_backbone:
         expected = {k for k in expected if not k.startswith("decoder.")}
+    elif config["backbone_weights"] == "top_layers":
+        expected = {k for k in expected if not k.startswith("decoder.") or _in_layers_from(k, first)}
     if set(stored) != expected:
         missing, extra = sorted(expected - set(stored)), sorted(set(stored) - expected)
         raise RewardModelError(
@@ -461,6 +514,7 @@ def load_reward_model(
         )
     model.load_state_dict(stored, strict=False)
     model.trained_parts = set(config["trained"])
+    model.first_trained_layer = first or None
     if head_edits is not None:
         apply_head_edits(model, read_head_edits(head_edits))
     return model.to(device).eval()

@@ -1,4 +1,5 @@
-"""Preference pairs as a reward model trains on them: tokenized conversations, or cached final-token states."""
+"""Preference pairs as a reward model trains on them: tokenized conversations, cached final-token states, or
+cached per-token states below the trained layers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, last_turn_starts, tokenize_conversations
 from sarm.data.records import Message, PreferencePair
+from sarm.rm.token_states import TokenStates
 
 
 @dataclass
@@ -64,7 +66,38 @@ class CachedPairs:
         return cls(chosen=states[:half], rejected=states[half:])
 
 
-Pairs = TokenizedPairs | CachedPairs
+@dataclass
+class TokenStatePairs:
+    """Pairs as indices into per-token states cached at layer s (`train_layers: N`, s = l - N)."""
+
+    states: TokenStates
+    chosen: list[int]
+    rejected: list[int]
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    @property
+    def layer(self) -> int:
+        return self.states.layer
+
+    @classmethod
+    def from_states(cls, states: TokenStates) -> TokenStatePairs:
+        """Split states of `pair_conversations(pairs)`: the first half chosen, the second rejected."""
+        if len(states) % 2:
+            raise ValueError(
+                f"{len(states)} conversations cannot be chosen/rejected halves of preference pairs"
+            )
+        half = len(states) // 2
+        return cls(states, list(range(half)), list(range(half, 2 * half)))
+
+    def subset(self, indices) -> TokenStatePairs:
+        return TokenStatePairs(
+            self.states, [self.chosen[i] for i in indices], [self.rejected[i] for i in indices]
+        )
+
+
+Pairs = TokenizedPairs | CachedPairs | TokenStatePairs
 
 
 def pair_conversations(pairs: Sequence[PreferencePair]) -> list[list[Message]]:
