@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pandas as pd
@@ -28,7 +29,9 @@ SARM_DIR = "results/tiny/layer2/rm/sarm_sequence_m128_k4"
 SAE_DIR = "results/tiny/layer2/sequence/sae_m128_k4"
 # 10 epochs at lr 5e-3 take the tiny SAE to an FVU of 0.1-0.25 in about a second (2 epochs at the default
 # lr 5e-4 leave it at 0.99, as good as untrained, and the SAE-stage test would not know the difference).
-SAE_TRAINING = {"lr": 0.005, "epochs": 10}
+# max_samples stops the token-level SAE (~11,000 rows per epoch: 3,560 steps, the workflow's longest job)
+# early; the sequence-level SAEs (268 training rows, 2,680 samples in 10 epochs) stay below it.
+SAE_TRAINING = {"lr": 0.005, "epochs": 10, "max_samples": 4000}
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -90,6 +93,7 @@ def test_sae_metrics_and_reward_model_scores_are_measured(tiny_run):
     assert untrained_fvu > 0.9  # an untrained SAE explains nothing
     assert metrics["fvu"] < 0.5 * untrained_fvu, (metrics["fvu"], untrained_fvu)
     assert metrics["eval_rows"] == rows
+    assert metrics["samples"] < SAE_TRAINING["max_samples"]  # all 10 epochs, not cut short
     scores = json.loads((workdir / SARM_DIR / "rewardbench2.json").read_text())
     assert set(scores["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"}
     rewards = pd.read_parquet(workdir / SARM_DIR / "rewards.parquet")
@@ -108,23 +112,26 @@ def test_steering_leaves_rewards_of_inactive_samples_unchanged(tiny_run):
     assert summary["head_edit"] == {"feature": summary["feature"], "scale": 10.0}
 
 
-def test_table_cells_come_from_result_files(tiny_run):
-    workdir, config_path = tiny_run
+def copy_of_run(tiny_run, destination) -> tuple:
+    """A copy of the tiny run's work directory, results and Snakemake's records of them included (mtimes
+    kept), to change without touching the run the other tests read: (work directory, its tiny.yaml)."""
+    workdir, _ = tiny_run
+    shutil.copytree(workdir, destination, symlinks=True)
+    return destination, destination / "tiny.yaml"
+
+
+def test_table_cells_come_from_result_files(tiny_run, tmp_path):
+    workdir, config_path = copy_of_run(tiny_run, tmp_path / "run")
     result_file = workdir / SARM_DIR / "rewardbench2.json"
-    original = result_file.read_text()
-    scores = json.loads(original)
+    scores = json.loads(result_file.read_text())
     scores["subsets"] = dict.fromkeys(scores["subsets"], 0.123)
     scores["overall"] = 0.123
-    try:
-        result_file.write_text(json.dumps(scores))
-        snakemake(workdir, config_path, "results/tables/table1.csv")
-        table = pd.read_csv(workdir / "results/tables/table1.csv")
-        ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")]
-        assert ours["Overall"].round(1).tolist() == [12.3]
-        assert (ours[["Factuality", "Ties"]].round(1) == 12.3).all(axis=None)
-    finally:
-        result_file.write_text(original)
-        snakemake(workdir, config_path, "results/tables/table1.csv")
+    result_file.write_text(json.dumps(scores))
+    snakemake(workdir, config_path, "results/tables/table1.csv")
+    table = pd.read_csv(workdir / "results/tables/table1.csv")
+    ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")]
+    assert ours["Overall"].round(1).tolist() == [12.3]
+    assert (ours[["Factuality", "Ties"]].round(1) == 12.3).all(axis=None)
 
 
 def test_a_second_run_has_nothing_to_do(tiny_run):
@@ -150,17 +157,19 @@ def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
     return rewards
 
 
-def test_papers_training_mode_trains_the_backbone(tiny_backbone, tmp_path):
+def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_path):
     """train_backbone: true (the paper): layers 0..l-1 and the head train on tokenized pairs, and the
-    evaluation scores text with the trained layers."""
-    config = tiny_config(tiny_backbone)
+    evaluation scores text with the trained layers. Run on a copy of the tiny run, so the sentences,
+    activations and SAE are reused and only the reward models and their evaluations rerun."""
+    workdir, config_path = copy_of_run(tiny_run, tmp_path / "run")
+    config = yaml.safe_load(config_path.read_text())
     config["reward_model"].update(train_backbone=True, epochs=1, micro_batch=8, lr=0.01)
-    config_path = make_workdir(tmp_path, tiny_backbone, config)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"{SARM_DIR}/rewardbench2.json", "results/tiny/layer2/rm/vanilla/rewardbench2.json"]
-    snakemake(tmp_path, config_path, *targets)
+    snakemake(workdir, config_path, *targets)
     source = load_file(tiny_backbone / "model.safetensors")
     prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
-    for model_dir in (tmp_path / target.removesuffix("/rewardbench2.json") for target in targets):
+    for model_dir in (workdir / target.removesuffix("/rewardbench2.json") for target in targets):
         stored = load_file(model_dir / "reward_model.safetensors")
         decoder = {
             name.removeprefix("decoder."): v for name, v in stored.items() if name.startswith("decoder.")
