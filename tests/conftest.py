@@ -9,6 +9,10 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# One intra-op thread (set before torch is imported): the tests' tiny models gain nothing from more, and
+# while another process kept the 2-core machine busy, 2 threads made 90 forward passes of the tiny Llama
+# take 33.6 s instead of 1.4 s. Workflow jobs set their own threads (torch.set_num_threads in scripts/).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +32,9 @@ def paper_dag() -> str:
     """The dry run of the paper's DAG (config/config.yaml, ~400 jobs) through the SLURM profile, as printed.
 
     Building it takes half a minute, so the test session builds it once; the tests that read it check
-    the experiments, the job counts and the paths, and that the SLURM profile accepts the workflow.
+    the experiments, the job counts and the paths, that the SLURM profile accepts the workflow, the
+    download jobs (test_download.py), the plan's jobs (test_plan.py), and they take from it the outputs
+    to mark as built (test_rerun_planning.py).
     """
     result = subprocess.run(
         snakemake_command("-n", "--profile", "slurm", "all"),

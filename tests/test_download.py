@@ -67,11 +67,10 @@ def test_jobs_run_offline_from_the_configured_cache(tmp_path):
     assert "HF_HOME" not in environ
 
 
-def test_paper_dag_downloads_each_source_once_on_the_login_node_before_any_gpu_job(tmp_path):
-    text = dry_run(tmp_path, paper_config(), "all")
-    counts = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", text))
+def test_paper_dag_downloads_each_source_once_on_the_login_node_before_any_gpu_job(paper_dag):
+    counts = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", paper_dag))
     assert int(counts["download"]) == 6  # 2 backbones + 4 datasets, whatever the number of jobs using them
-    blocks = re.split(r"\n(?=rule \w+:)", text)
+    blocks = re.split(r"\n(?=rule \w+:)", paper_dag)
     # On the login node: a local rule, which the SLURM executor runs in the Snakemake process's machine.
     assert re.search(r"(?m)^localrules:\n    download,", (REPO / "workflow/rules/download.smk").read_text())
     sampling = next(b for b in blocks if b.startswith("rule sample_activations:"))

@@ -35,26 +35,41 @@ def planned(workdir: Path, config: dict) -> dict[str, int]:
     return counts
 
 
+def dag_outputs(dry_run: str) -> list[tuple[str, str]]:
+    """(rule, output path) of every job a dry run printed, as `snakemake --summary` lists them."""
+    outputs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        output = re.search(r"(?m)^    output: (.+)$", block)
+        if rule and output:
+            outputs += [(rule.group(1), path) for path in output.group(1).split(", ")]
+    return outputs
+
+
 @pytest.fixture(scope="module")
-def built_paper(tmp_path_factory) -> Path:
-    """A work directory in which every output of the paper DAG exists and is recorded as up to date."""
+def built_paper(paper_dag, tmp_path_factory) -> Path:
+    """A work directory in which every output of the paper DAG exists and is recorded as up to date.
+
+    The outputs come from the session's dry run of the paper DAG (conftest.paper_dag), which saves
+    building the DAG once more for `--summary`."""
     workdir = tmp_path_factory.mktemp("paper")
     (workdir / "config").mkdir()
     shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
     shutil.copytree(REPO / "resources" / "paper", workdir / "resources" / "paper")
-    summary = snakemake(workdir, "--summary", "all")
-    for line in summary.splitlines()[1:]:
-        fields = line.split("\t")
-        if len(fields) < 3 or not fields[0].startswith("results/"):
-            continue
-        path = workdir / fields[0]
-        if fields[2] == "sample_activations":  # a directory output
+    outputs = [(rule, path) for rule, path in dag_outputs(paper_dag) if path.startswith("results/")]
+    assert outputs, paper_dag[-3000:]
+    for rule, name in outputs:
+        path = workdir / name
+        if rule == "sample_activations":  # a directory output
             path.mkdir(parents=True, exist_ok=True)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
-    snakemake(workdir, "--touch", "all")
-    assert "Nothing to be done" in snakemake(workdir, "all", "-n")
+    # --forceall: every job, whatever the mtimes the files got above, so that each records its params
+    snakemake(workdir, "--touch", "--forceall", "all")
+    check = snakemake(workdir, "all", "-n")
+    assert "Nothing to be done" in check
+    assert "missing provenance" not in check, check[-3000:]  # else a changed param could rerun nothing
     return workdir
 
 

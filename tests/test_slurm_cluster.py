@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import REPO
-from .slurm_utils import CI_OVERLAY_PROFILE, CLUSTER_PROFILE, needs_slurm, run_on_slurm, slurm_job_ids
+from .slurm_utils import (
+    CI_OVERLAY_PROFILE,
+    CLUSTER_PROFILE,
+    NO_SLURM_REASON,
+    REQUIRE_ENV,
+    SlurmRun,
+    needs_slurm,
+    run_on_slurm,
+    slurm_available,
+    slurm_job_ids,
+)
 
-# Two dependent rules named after GPU rules of profiles/slurm, so the profile's resources (with the CI
-# overlay's gpu: 0) apply to them. Each job records its SLURM job id and allocation in its log.
+# Rules named after rules of profiles/slurm, so the profile's resources (with the CI overlay's gpu: 0)
+# apply to them, all run by one `snakemake` on SLURM (one round of queueing and status polling for both
+# tests below): two dependent rules, each job recording its SLURM job id and allocation in its log, and
+# the sampling rule's three parts, which the profile submits as one SLURM array job (slurm-array-jobs).
 SNAKEFILE = """
 rule all:
-    input: "second.txt"
+    input: "second.txt", expand("part{part}.txt", part=range(3))
 
 rule train_sae:
     output: "first.txt"
@@ -25,19 +39,14 @@ rule train_sarm:
     output: "second.txt"
     log: "logs/second.log"
     shell: "echo SLURM_JOB_ID=$SLURM_JOB_ID > {log}; scontrol show job $SLURM_JOB_ID >> {log}; (cat {input}; echo second) > {output}"
-"""
-
-
-# The sampling rule's parts as the profile submits them: one SLURM array job (slurm-array-jobs).
-ARRAY_SNAKEFILE = """
-rule all:
-    input: expand("part{part}.txt", part=range(3))
 
 rule sample_activations:
     output: "part{part}.txt"
     log: "logs/part{part}.log"
     shell: "echo SLURM_ARRAY_JOB_ID=$SLURM_ARRAY_JOB_ID SLURM_ARRAY_TASK_ID=$SLURM_ARRAY_TASK_ID > {log}; echo {wildcards.part} > {output}"
 """
+# train_sae, train_sarm, and one array job for the three sampling parts
+SUBMISSIONS = 3
 
 
 def profile(path) -> dict:
@@ -94,19 +103,30 @@ def test_slurm_job_ids_reads_single_and_array_submissions_in_order():
     assert slurm_job_ids("Building DAG of jobs...\nNothing to be done.") == []
 
 
-@needs_slurm
-def test_each_rule_runs_as_its_own_slurm_job_with_the_profile_resources(tmp_path):
-    (tmp_path / "Snakefile").write_text(SNAKEFILE)
-    run = run_on_slurm(tmp_path, "--snakefile", str(tmp_path / "Snakefile"), "all", timeout=300)
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory) -> tuple[Path, SlurmRun]:
+    """SNAKEFILE run on SLURM with the cluster profile and its CI overlay: (work directory, the run)."""
+    if not slurm_available():  # reached only with SARM_REQUIRE_SLURM=1: the tests are skipped otherwise
+        pytest.fail(f"{REQUIRE_ENV}=1 but {NO_SLURM_REASON}")
+    workdir = tmp_path_factory.mktemp("slurm")
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    run = run_on_slurm(workdir, "--snakefile", str(workdir / "Snakefile"), "all", timeout=300)
     assert run.returncode == 0, run.summary()
+    return workdir, run
 
+
+@needs_slurm
+def test_each_rule_runs_as_its_own_slurm_job_with_the_profile_resources(slurm_run):
+    workdir, run = slurm_run
     submitted = run.job_ids
-    first_id, first_tres = allocation((tmp_path / "logs" / "first.log").read_text())
-    second_id, second_tres = allocation((tmp_path / "logs" / "second.log").read_text())
-    # Two jobs, in dependency order, and each rule ran inside the job Snakemake submitted for it.
-    assert submitted == [first_id, second_id], run.summary()
+    first_id, first_tres = allocation((workdir / "logs" / "first.log").read_text())
+    second_id, second_tres = allocation((workdir / "logs" / "second.log").read_text())
+    # A job each, in dependency order, and each rule ran inside the job Snakemake submitted for it.
+    assert len(submitted) == SUBMISSIONS, run.summary()
+    assert first_id in submitted and second_id in submitted, run.summary()
+    assert submitted.index(first_id) < submitted.index(second_id), run.summary()
     assert first_id < second_id
-    assert (tmp_path / "second.txt").read_text() == "first\nsecond\n"
+    assert (workdir / "second.txt").read_text() == "first\nsecond\n"
 
     overlay = profile(CI_OVERLAY_PROFILE)
     for rule, tres in (("train_sae", first_tres), ("train_sarm", second_tres)):
@@ -116,15 +136,13 @@ def test_each_rule_runs_as_its_own_slurm_job_with_the_profile_resources(tmp_path
 
 
 @needs_slurm
-def test_sampling_parts_run_as_one_slurm_array_job(tmp_path):
-    (tmp_path / "Snakefile").write_text(ARRAY_SNAKEFILE)
-    run = run_on_slurm(tmp_path, "--snakefile", str(tmp_path / "Snakefile"), "all", timeout=300)
-    assert run.returncode == 0, run.summary()
+def test_sampling_parts_run_as_one_slurm_array_job(slurm_run):
+    workdir, run = slurm_run
     assert "Submitted array job" in run.text, run.summary()
-    assert len(run.job_ids) == 1, run.summary()  # three parts, one sbatch
+    assert len(run.job_ids) == SUBMISSIONS, run.summary()  # three parts, one sbatch
     array_ids = set()
     for part in range(3):
-        assert (tmp_path / f"part{part}.txt").read_text().strip() == str(part)
-        log = (tmp_path / "logs" / f"part{part}.log").read_text()
-        array_ids.add(re.search(r"SLURM_ARRAY_JOB_ID=(\d+)", log).group(1))
-    assert array_ids == {str(run.job_ids[0])}
+        assert (workdir / f"part{part}.txt").read_text().strip() == str(part)
+        log = (workdir / "logs" / f"part{part}.log").read_text()
+        array_ids.add(int(re.search(r"SLURM_ARRAY_JOB_ID=(\d+)", log).group(1)))
+    assert len(array_ids) == 1 and array_ids < set(run.job_ids), (array_ids, run.summary())

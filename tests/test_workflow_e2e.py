@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pandas as pd
@@ -29,7 +30,10 @@ SARM_DIR = "results/tiny/layer2/rm/sarm_sequence_m128_k4"
 SAE_DIR = "results/tiny/layer2/sequence/sae_m128_k4"
 # 10 epochs at lr 5e-3 take the tiny SAE to an FVU of 0.1-0.25 in about a second (2 epochs at the default
 # lr 5e-4 leave it at 0.99, as good as untrained, and the SAE-stage test would not know the difference).
-SAE_TRAINING = {"lr": 0.005, "epochs": 10}
+# max_samples replaces epochs: 2,680 samples are the 10 epochs of the sequence-level SAE's 268 training
+# rows, while the token-level SAE (~11,400 rows per epoch, 3,560 steps in 10 epochs: the workflow's
+# longest job) stops after as many samples as the SAEs the tests read.
+SAE_TRAINING = {"lr": 0.005, "max_samples": 2680}
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -110,38 +114,40 @@ def test_steering_leaves_rewards_of_inactive_samples_unchanged(tiny_run):
     assert summary["states"] == "cached states"  # frozen backbone: no second backbone pass
 
 
-def test_table_cells_and_intervals_come_from_result_files(tiny_run):
+def copy_of_run(tiny_run, destination) -> tuple:
+    """A copy of the tiny run's work directory, results and Snakemake's records of them included (mtimes
+    kept), to change without touching the run the other tests read: (work directory, its tiny.yaml)."""
+    workdir, _ = tiny_run
+    shutil.copytree(workdir, destination, symlinks=True)
+    return destination, destination / "tiny.yaml"
+
+
+def test_table_cells_and_intervals_come_from_result_files(tiny_run, tmp_path):
     """Rewards where every correct completion wins: each best-of-4 cell is 100 with the interval [100, 100];
     the SAE columns are the SAE's metrics.json; the comparison with the vanilla RM is paired."""
-    workdir, config_path = tiny_run
+    workdir, config_path = copy_of_run(tiny_run, tmp_path / "run")
     scores_file, rewards_file = (
         workdir / SARM_DIR / "rewardbench2.json",
         workdir / SARM_DIR / "rewards.parquet",
     )
-    originals = scores_file.read_text(), rewards_file.read_bytes()
     rewards = pd.read_parquet(rewards_file)
     rewards["reward"] = rewards["is_correct"].astype(float)
-    try:
-        rewards.to_parquet(rewards_file, index=False)
-        scores_file.write_text(json.dumps(score_rewardbench2(rewards)))
-        snakemake(workdir, config_path, "results/tables/table1.csv", "results/tables/comparisons.csv")
-        table = pd.read_csv(workdir / "results/tables/table1.csv")
-        ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")].iloc[0]
-        for subset in ("Factuality", "Precise IF", "Math", "Safety", "Focus"):
-            assert (ours[subset], ours[f"{subset}_lo"], ours[f"{subset}_hi"]) == (100.0, 100.0, 100.0)
-        metrics = json.loads((workdir / SAE_DIR / "metrics.json").read_text())
-        assert ours["SAE FVU"] == pytest.approx(metrics["fvu"]) and ours["SAE split"] == "heldout"
-        vanilla = table[table["Model"].str.startswith("Vanilla RM")]
-        assert vanilla["SAE FVU"].isna().all() and vanilla["Overall_lo"].notna().all()
-        comparisons = pd.read_csv(workdir / "results/tables/comparisons.csv").set_index("Score")
-        assert comparisons.loc["Math", "A score"] == 100.0
-        difference = comparisons.loc["Overall"]
-        assert difference["Difference"] == pytest.approx(difference["A score"] - difference["B score"])
-        assert difference["Difference_lo"] <= difference["Difference"] <= difference["Difference_hi"]
-    finally:
-        scores_file.write_text(originals[0])
-        rewards_file.write_bytes(originals[1])
-        snakemake(workdir, config_path, "results/tables/table1.csv", "results/tables/comparisons.csv")
+    rewards.to_parquet(rewards_file, index=False)
+    scores_file.write_text(json.dumps(score_rewardbench2(rewards)))
+    snakemake(workdir, config_path, "results/tables/table1.csv", "results/tables/comparisons.csv")
+    table = pd.read_csv(workdir / "results/tables/table1.csv")
+    ours = table[(table["Model"] == "SARM") & (table["Source"] == "reproduced")].iloc[0]
+    for subset in ("Factuality", "Precise IF", "Math", "Safety", "Focus"):
+        assert (ours[subset], ours[f"{subset}_lo"], ours[f"{subset}_hi"]) == (100.0, 100.0, 100.0)
+    metrics = json.loads((workdir / SAE_DIR / "metrics.json").read_text())
+    assert ours["SAE FVU"] == pytest.approx(metrics["fvu"]) and ours["SAE split"] == "heldout"
+    vanilla = table[table["Model"].str.startswith("Vanilla RM")]
+    assert vanilla["SAE FVU"].isna().all() and vanilla["Overall_lo"].notna().all()
+    comparisons = pd.read_csv(workdir / "results/tables/comparisons.csv").set_index("Score")
+    assert comparisons.loc["Math", "A score"] == 100.0
+    difference = comparisons.loc["Overall"]
+    assert difference["Difference"] == pytest.approx(difference["A score"] - difference["B score"])
+    assert difference["Difference_lo"] <= difference["Difference"] <= difference["Difference_hi"]
 
 
 def test_a_second_run_has_nothing_to_do(tiny_run):
@@ -167,22 +173,24 @@ def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
     return rewards
 
 
-def test_papers_training_mode_trains_the_backbone(tiny_backbone, tmp_path):
+def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_path):
     """train_backbone: true (the paper): layers 0..l-1 and the head train on tokenized pairs, and the
-    evaluation and the steering score text with the trained layers."""
-    config = tiny_config(tiny_backbone)
+    evaluation and the steering score text with the trained layers. Run on a copy of the tiny run, so the sentences,
+    activations and SAE are reused and only the reward models and their evaluations rerun."""
+    workdir, config_path = copy_of_run(tiny_run, tmp_path / "run")
+    config = yaml.safe_load(config_path.read_text())
     config["reward_model"].update(train_backbone=True, epochs=1, micro_batch=8, lr=0.01)
-    config_path = make_workdir(tmp_path, tiny_backbone, config)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"{SARM_DIR}/rewardbench2.json", "results/tiny/layer2/rm/vanilla/rewardbench2.json"]
-    snakemake(tmp_path, config_path, *targets, f"{SARM_DIR}/steering/steering.json")
-    steering = json.loads((tmp_path / SARM_DIR / "steering/steering.json").read_text())
+    snakemake(workdir, config_path, *targets, f"{SARM_DIR}/steering/steering.json")
+    steering = json.loads((workdir / SARM_DIR / "steering/steering.json").read_text())
     assert steering["states"] == "backbone pass"
-    before = pd.read_parquet(tmp_path / SARM_DIR / "steering/rewards.parquet")["reward_before"]
-    scored = pd.read_parquet(tmp_path / SARM_DIR / "rewards.parquet")["reward"]
+    before = pd.read_parquet(workdir / SARM_DIR / "steering/rewards.parquet")["reward_before"]
+    scored = pd.read_parquet(workdir / SARM_DIR / "rewards.parquet")["reward"]
     assert before.tolist() == pytest.approx(scored.tolist(), abs=1e-4)  # the trained model's own rewards
     source = load_file(tiny_backbone / "model.safetensors")
     prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
-    for model_dir in (tmp_path / target.removesuffix("/rewardbench2.json") for target in targets):
+    for model_dir in (workdir / target.removesuffix("/rewardbench2.json") for target in targets):
         stored = load_file(model_dir / "reward_model.safetensors")
         decoder = {
             name.removeprefix("decoder."): v for name, v in stored.items() if name.startswith("decoder.")
