@@ -109,6 +109,7 @@ def test_the_plan_prices_every_gpu_job_of_the_dag(paper, paper_dag):
         "detection_scores",
         "feature_cards",
         "results_table",
+        "comparisons_table",
         "compute_table",
         "sweep_plot",
         "total",
