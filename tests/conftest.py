@@ -29,7 +29,7 @@ def snakemake_command(*args: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def paper_dag() -> str:
-    """The dry run of the paper's DAG (config/config.yaml, ~400 jobs) through the SLURM profile, as printed.
+    """The dry run of the paper's DAG (config/config.yaml, ~520 jobs) through the SLURM profile, as printed.
 
     Building it takes half a minute, so the test session builds it once; the tests that read it check
     the experiments, the job counts and the paths, that the SLURM profile accepts the workflow, the
