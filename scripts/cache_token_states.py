@@ -2,7 +2,7 @@
 
 import torch
 
-from sarm.backbone import device_and_dtype, load_decoder, load_tokenizer
+from sarm.backbone import device_and_dtype, inference_dtype, load_decoder, load_tokenizer
 from sarm.data.specs import skipped_rows_file
 from sarm.params import with_bookkeeping
 from sarm.rm.final_states import dataset_conversations
@@ -13,7 +13,8 @@ log = log_to_file(snakemake.log[0])
 reward_model = with_bookkeeping(snakemake.params.reward_model, snakemake.config, "reward_model")
 torch.set_num_threads(snakemake.threads)
 layer = int(snakemake.wildcards.layer)
-device, dtype = device_and_dtype()
+device, _ = device_and_dtype()
+dtype = inference_dtype(snakemake.params.inference_dtype, device)
 conversations = dataset_conversations(
     snakemake.wildcards.dataset,
     snakemake.params.data,

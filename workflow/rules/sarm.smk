@@ -47,6 +47,7 @@ rule cache_token_states:
         reward_model=only(
             config, "reward_model", ["max_length", "date_string", "token_states_dtype"]
         ),
+        inference_dtype=config["inference_dtype"],
     script:
         "../../scripts/cache_token_states.py"
 

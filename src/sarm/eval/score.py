@@ -82,14 +82,22 @@ def score_completions_from_states(
     model: RewardModel, prompts: Sequence[BenchmarkPrompt], states_path: str | Path
 ) -> pd.DataFrame:
     """Like `score_completions`, from a `final_token_states` file of the same prompts' completions in order."""
-    table, _ = completion_table(prompts)
     states = load_final_token_states(states_path, model.layer)
-    if len(states) != len(table):
+    table = _completions_of_cache(prompts, len(states), states_path, "states")
+    table["reward"] = rewards_from_cached_states(model, states)
+    return table
+
+
+def _completions_of_cache(
+    prompts: Sequence[BenchmarkPrompt], cached: int, states_path: str | Path, unit: str
+) -> pd.DataFrame:
+    """The completion table of `prompts`, checked to have one row per cached conversation."""
+    table, _ = completion_table(prompts)
+    if cached != len(table):
         raise ValueError(
-            f"{states_path} holds {len(states)} states but the prompts have {len(table)} completions: "
+            f"{states_path} holds {cached} {unit} but the prompts have {len(table)} completions: "
             "was it computed from the same RewardBench 2 data (completion_table order)?"
         )
-    table["reward"] = rewards_from_cached_states(model, states)
     return table
 
 
@@ -118,13 +126,8 @@ def score_completions_from_token_states(
     model: RewardModel, prompts: Sequence[BenchmarkPrompt], states_path: str | Path, batch_tokens: int = 16384
 ) -> pd.DataFrame:
     """Like `score_completions`, from a `cache_token_states` file of the same prompts' completions in order."""
-    table, _ = completion_table(prompts)
     states = load_token_states(states_path, model.first_trained_layer)
-    if len(states) != len(table):
-        raise ValueError(
-            f"{states_path} holds {len(states)} conversations but the prompts have {len(table)} completions: "
-            "was it computed from the same RewardBench 2 data (completion_table order)?"
-        )
+    table = _completions_of_cache(prompts, len(states), states_path, "conversations")
     table["reward"] = rewards_from_token_states(model, states, batch_tokens)
     return table
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -17,7 +16,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states, last_token_index
@@ -27,8 +25,9 @@ from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.data.rmbench import rmbench_pairs
 from sarm.data.specs import load_dataset_spec
+from sarm.rm.chunked_parts import ChunkedParts
 from sarm.rm.pairs import pair_conversations
-from sarm.runtime import atomic_write, fingerprint, module_device, write_text_atomic
+from sarm.runtime import atomic_write, fingerprint, module_device
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +90,9 @@ def final_token_states(
     Work is saved chunk by chunk next to the output (`<out>.parts/`), so a killed run resumes where it stopped.
     """
     out_path = Path(out_path)
-    parts = out_path.with_name(out_path.name + ".parts")
     inputs = fingerprint([list(layers), max_length, chunk_size, date_string], *conversations)
-    manifest = parts / "manifest.json"
-    if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != inputs):
-        log.warning("%s holds parts of a different input; starting over", parts)
-        shutil.rmtree(parts)
-    write_text_atomic(json.dumps(inputs), manifest)
-
-    starts = range(0, len(conversations), chunk_size)
-    chunk_files = [parts / f"chunk{start // chunk_size:06d}.safetensors" for start in starts]
-    done = sum(
-        min(chunk_size, len(conversations) - s)
-        for s, f in zip(starts, chunk_files, strict=True)
-        if f.exists()
-    )
-    progress = tqdm(
-        total=len(conversations), initial=done, desc=f"final-token states -> {out_path.name}", unit="conv"
-    )
-    for start, chunk_file in zip(starts, chunk_files, strict=True):
-        if chunk_file.exists():
-            continue
+    parts = ChunkedParts(out_path, inputs, len(conversations), chunk_size, "final-token states")
+    for start, chunk_file in parts.missing():
         chunk = conversations[start : start + chunk_size]
         token_ids = tokenize_conversations(tokenizer, chunk, max_length, date_string)
         collected: dict[int, torch.Tensor] = {}
@@ -122,25 +103,17 @@ def final_token_states(
                 if layer not in collected:
                     collected[layer] = torch.empty((len(chunk), s.shape[1]), dtype=torch.float32)
                 collected[layer][batch] = s
-            progress.update(len(batch))
+            parts.progress.update(len(batch))
         atomic_write(chunk_file, partial(save_file, {f"layer{layer}": t for layer, t in collected.items()}))
-    progress.close()
 
     merged = {
-        f"layer{layer}": torch.cat([_read(f, f"layer{layer}") for f in chunk_files])
-        if chunk_files
-        else torch.empty(0)
+        f"layer{layer}": torch.cat(parts.read(f"layer{layer}")) if parts.files else torch.empty(0)
         for layer in layers
     }
     metadata = {"layers": json.dumps(list(layers)), "count": str(len(conversations))}
     atomic_write(out_path, partial(save_file, merged, metadata=metadata))
-    shutil.rmtree(parts)
+    parts.remove()
     return out_path
-
-
-def _read(path: Path, key: str) -> torch.Tensor:
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor(key)
 
 
 def load_final_token_states(path: str | Path, layer: int) -> torch.Tensor:

@@ -8,9 +8,7 @@ conversations one after another, and `offsets` (n + 1): conversation i is states
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -20,14 +18,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states
 from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
-from sarm.runtime import atomic_write, fingerprint, module_device, write_text_atomic
+from sarm.rm.chunked_parts import ChunkedParts
+from sarm.runtime import atomic_write, fingerprint, module_device
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +84,20 @@ def cache_token_states(
         )
     layer = decoder.config.num_hidden_layers
     out_path = Path(out_path)
-    parts = out_path.with_name(out_path.name + ".parts")
     inputs = fingerprint([layer, max_length, date_string, storage_dtype, chunk_size], *conversations)
-    manifest = parts / "manifest.json"
-    if parts.exists() and (not manifest.exists() or json.loads(manifest.read_text()) != inputs):
-        log.warning("%s holds parts of a different input; starting over", parts)
-        shutil.rmtree(parts)
-    write_text_atomic(json.dumps(inputs), manifest)
-
-    starts = range(0, len(conversations), chunk_size)
-    chunk_files = [parts / f"chunk{start // chunk_size:06d}.safetensors" for start in starts]
-    done = sum(
-        min(chunk_size, len(conversations) - s)
-        for s, f in zip(starts, chunk_files, strict=True)
-        if f.exists()
-    )
-    progress = tqdm(
-        total=len(conversations), initial=done, desc=f"token states -> {out_path.name}", unit="conv"
-    )
-    for start, chunk_file in zip(starts, chunk_files, strict=True):
-        if chunk_file.exists():
-            continue
+    parts = ChunkedParts(out_path, inputs, len(conversations), chunk_size, "token states")
+    for start, chunk_file in parts.missing():
         token_ids = tokenize_conversations(
             tokenizer, conversations[start : start + chunk_size], max_length, date_string
         )
-        states, lengths = _chunk_states(decoder, token_ids, batch_tokens, tokenizer.pad_token_id, progress)
+        states, lengths = _chunk_states(
+            decoder, token_ids, batch_tokens, tokenizer.pad_token_id, parts.progress
+        )
         chunk = {"states": states.to(STORAGE_DTYPES[storage_dtype]), "lengths": torch.tensor(lengths)}
         atomic_write(chunk_file, partial(save_file, chunk))
-    progress.close()
 
-    states = [_read(f, "states") for f in chunk_files]
-    lengths = torch.cat([_read(f, "lengths") for f in chunk_files]) if chunk_files else torch.zeros(0)
+    states = parts.read("states")
+    lengths = torch.cat(parts.read("lengths")) if parts.files else torch.zeros(0)
     offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
     offsets[1:] = torch.cumsum(lengths.long(), 0)
     merged = {
@@ -125,7 +106,7 @@ def cache_token_states(
     }
     metadata = {"layer": str(layer), "count": str(len(conversations)), "dtype": storage_dtype}
     atomic_write(out_path, partial(save_file, merged, metadata=metadata))
-    shutil.rmtree(parts)
+    parts.remove()
     log.info("%s: %d conversations, %d tokens at layer %d", out_path, len(conversations), offsets[-1], layer)
     return out_path
 
@@ -150,11 +131,6 @@ def _chunk_states(
     finally:
         decoder.train(was_training)
     return torch.cat(rows), lengths
-
-
-def _read(path: Path, key: str) -> torch.Tensor:
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor(key)
 
 
 def load_token_states(path: str | Path, layer: int) -> TokenStates:
