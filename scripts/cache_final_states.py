@@ -14,10 +14,13 @@ torch.set_num_threads(snakemake.threads)
 layers = list(snakemake.params.layers)
 device, _ = device_and_dtype()
 dtype = inference_dtype(snakemake.params.inference_dtype, device)
+data = dict(snakemake.params.data)
+steering_domains = data.pop("steering_domains", None)  # rmbench only (cached_data in common.smk)
 conversations = dataset_conversations(
     snakemake.wildcards.dataset,
-    snakemake.params.data,
+    data,
     skipped_rows_file(snakemake.output.states, snakemake.wildcards.dataset),
+    steering_domains,
 )
 log.info("%d conversations, layers %s", len(conversations), layers)
 final_token_states(

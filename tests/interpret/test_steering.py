@@ -1,6 +1,7 @@
 """Steering (Figure 3): feature scores s_i, the head edit, the T/C split, and bit-identical rewards."""
 
 import copy
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -14,7 +15,8 @@ from sarm.backbone import load_decoder, load_tokenizer
 from sarm.data.chat import tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, RMBenchItem
 from sarm.data.rewardbench2 import completion_table
-from sarm.data.rmbench import rmbench_pairs
+from sarm.data.rmbench import rmbench_pairs, steering_pairs
+from sarm.data.specs import load_dataset_spec
 from sarm.interpret.steering import (
     CachedStatePaths,
     SteeringConfig,
@@ -26,12 +28,11 @@ from sarm.interpret.steering import (
     rewardbench2_safety_rows,
     rewards_before_after,
     run_steering,
-    safety_pairs,
     steer,
     steered_head_weight,
     write_steering,
 )
-from sarm.rm.final_states import final_token_states
+from sarm.rm.final_states import dataset_conversations, final_token_states, load_final_token_states
 from sarm.rm.head_edits import apply_head_edits
 from sarm.rm.models import build_sarm, build_vanilla_rm
 from sarm.rm.pairs import pair_conversations
@@ -94,13 +95,13 @@ def test_target_set_must_not_be_empty(benchmark):
         query_response_pairs([p for p in benchmark if p.subset != "Safety"])
 
 
-def test_safety_pairs_pair_variant_j_with_variant_j_of_the_safety_domains(rmbench):
-    pairs = safety_pairs(rmbench, ["safety-refuse", "safety-response"])
+def test_steering_pairs_pair_variant_j_with_variant_j_of_the_safety_domains(rmbench):
+    pairs = steering_pairs(rmbench, ["safety-refuse", "safety-response"])
     assert len(pairs) == 6 and {p.source for p in pairs} == {"safety-refuse", "safety-response"}
     assert pairs[1].chosen[-1]["content"] == rmbench[0].chosen[1]
     assert pairs[1].rejected[-1]["content"] == rmbench[0].rejected[1]
     with pytest.raises(ValueError, match="steering.domains"):
-        safety_pairs(rmbench, ["code"])
+        steering_pairs(rmbench, ["code"])
 
 
 def test_run_steering_on_a_tiny_sarm_matches_the_edited_model(
@@ -111,7 +112,7 @@ def test_run_steering_on_a_tiny_sarm_matches_the_edited_model(
     summary, rewards = result.summary, result.rewards
     assert summary["states"] == "backbone pass"
 
-    pairs = safety_pairs(rmbench, config.domains)
+    pairs = steering_pairs(rmbench, config.domains)
     chosen = torch.cat([_latents(tiny_sarm, tokenizer, p.chosen) for p in pairs])
     rejected = torch.cat([_latents(tiny_sarm, tokenizer, p.rejected) for p in pairs])
     scores, weight = feature_scores(chosen, rejected), tiny_sarm.head_weight().detach()
@@ -172,14 +173,16 @@ def test_rewards_do_not_depend_on_batching(tiny_sarm, tokenizer, rmbench, benchm
 
 @pytest.mark.parametrize("source", ["rmbench_safety", "rewardbench2_safety"])
 def test_cached_states_give_the_rewards_of_a_backbone_pass(
-    source, tiny_sarm, tiny_backbone, tokenizer, rmbench, benchmark, tmp_path
+    source, tiny_sarm, tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
 ):
     """The workflow's frozen-backbone path: states cached by `final_token_states` from the source backbone
-    (as the rule cache_final_states stores them) give the rewards, s_i and choice of a pass of the model."""
-    cache = _cache(tiny_backbone, tokenizer, rmbench, benchmark, tmp_path)
+    (as the rule cache_final_states stores them) give the rewards, s_i and choice of a pass of the model.
+    RM-Bench holds items of other domains before, between and after the safety ones."""
     config = SteeringConfig(source=source, max_length=128)
-    backbone = run_steering(tiny_sarm, rmbench, benchmark, config, tokenizer=tokenizer)
-    cached = run_steering(tiny_sarm.cpu(), rmbench, benchmark, config, cached=cache)
+    cache = _cache(tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, config.domains)
+    items = load_dataset_spec("rmbench", rmbench_file)
+    backbone = run_steering(tiny_sarm, items, benchmark, config, tokenizer=tokenizer)
+    cached = run_steering(tiny_sarm.cpu(), items, benchmark, config, cached=cache)
     assert cached.summary["states"] == "cached states" and backbone.summary["states"] == "backbone pass"
     assert cached.summary["feature"] == backbone.summary["feature"]
     assert cached.summary["feature_score"] == pytest.approx(backbone.summary["feature_score"], abs=1e-5)
@@ -192,35 +195,62 @@ def test_cached_states_give_the_rewards_of_a_backbone_pass(
     )
 
 
+def test_the_rmbench_cache_holds_the_steering_pairs_in_the_order_steering_reads_them(
+    tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
+):
+    domains = SteeringConfig().domains
+    cache = _cache(tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, domains)
+    items = load_dataset_spec("rmbench", rmbench_file)
+    assert {item.domain for item in items} - set(domains), "the file must hold other domains too"
+    pairs = steering_pairs(items, domains)
+    expected = torch.cat([_final_state(tiny_backbone, tokenizer, c) for c in pair_conversations(pairs)])
+    torch.testing.assert_close(load_final_token_states(cache.rmbench, 2), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_cached_states_are_refused_for_a_model_that_trained_its_backbone(
-    tiny_sarm, tiny_backbone, tokenizer, rmbench, benchmark, tmp_path
+    tiny_sarm, tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
 ):
     """Paper mode (reward_model.train_backbone: true): the source backbone's states are not the model's."""
-    cache = _cache(tiny_backbone, tokenizer, rmbench, benchmark, tmp_path)
+    cache = _cache(tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, SteeringConfig().domains)
+    items = load_dataset_spec("rmbench", rmbench_file)
     trained = copy.deepcopy(tiny_sarm)
     trained.trained_parts = {"head", "backbone"}
     with pytest.raises(ValueError, match="trained its backbone"):
-        run_steering(trained, rmbench, benchmark, SteeringConfig(), cached=cache)
-    run_steering(trained, rmbench, benchmark, SteeringConfig(), tokenizer=tokenizer)  # its own backbone: fine
+        run_steering(trained, items, benchmark, SteeringConfig(), cached=cache)
+    run_steering(trained, items, benchmark, SteeringConfig(), tokenizer=tokenizer)  # its own backbone: fine
 
 
 def test_cached_states_of_other_data_are_refused(
-    tiny_sarm, tiny_backbone, tokenizer, rmbench, benchmark, tmp_path
+    tiny_sarm, tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
 ):
-    cache = _cache(tiny_backbone, tokenizer, rmbench, benchmark, tmp_path)
+    config = SteeringConfig()
+    cache = _cache(tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, config.domains)
+    items = load_dataset_spec("rmbench", rmbench_file)
     with pytest.raises(ValueError, match="RewardBench 2 completions"):
-        cached_states(tiny_sarm, rmbench, benchmark[:-1], SteeringConfig(), cache.rewardbench2, cache.rmbench)
-    with pytest.raises(ValueError, match="RM-Bench pair answers"):
-        cached_states(tiny_sarm, rmbench[:-1], benchmark, SteeringConfig(), cache.rewardbench2, cache.rmbench)
+        cached_states(tiny_sarm, items, benchmark[:-1], config, cache.rewardbench2, cache.rmbench)
+    fewer = [item for item in items if item.domain != "safety-response"]
+    with pytest.raises(ValueError, match="RM-Bench answers in the steering domains.*`steering.domains`"):
+        cached_states(tiny_sarm, fewer, benchmark, config, cache.rewardbench2, cache.rmbench)
+    every_domain = tmp_path / "every_domain.safetensors"  # what the cache held before it kept only these
+    final_token_states(
+        _decoder(str(tiny_backbone)),
+        tokenizer,
+        pair_conversations(rmbench_pairs(items)),
+        [2],
+        64,
+        every_domain,
+    )
+    with pytest.raises(ValueError, match="holds 30 states but the data has 12 RM-Bench answers"):
+        cached_states(tiny_sarm, items, benchmark, config, cache.rewardbench2, every_domain)
 
 
-def _cache(backbone, tokenizer, rmbench, benchmark, out: Path) -> CachedStatePaths:
+def _cache(backbone, tokenizer, rmbench_spec, benchmark, out: Path, domains) -> CachedStatePaths:
     """What cache_final_states writes for the datasets rewardbench2 and rmbench, at the tiny SARM's layer."""
-    decoder = load_decoder(str(backbone), 2)
+    decoder = _decoder(str(backbone))
     paths = {}
     for name, conversations in (
         ("rewardbench2", completion_table(benchmark)[1]),
-        ("rmbench", pair_conversations(rmbench_pairs(rmbench))),
+        ("rmbench", dataset_conversations("rmbench", rmbench_spec, steering_domains=domains)),
     ):
         paths[name] = out / f"{name}.safetensors"
         final_token_states(decoder, tokenizer, conversations, [2], 64, paths[name], max_length=128)
@@ -288,6 +318,25 @@ def rmbench():
             "m1", "math", "What is one plus two?", ["Three.", "3", "It is 3."], ["Four.", "4", "It is 4."]
         ),
     ]
+
+
+@pytest.fixture(scope="module")
+def rmbench_file(rmbench, tmp_path_factory) -> dict:
+    """`data.rmbench` of an RM-Bench file of five domains: chat, safety-refuse, code, safety-response, math."""
+    chat = RMBenchItem(
+        "c1", "chat", "Name a colour.", ["Blue.", "Red.", "Green."], ["Seven.", "Cat.", "Ten."]
+    )
+    code = RMBenchItem(
+        "k1",
+        "code",
+        "Print one in Python.",
+        ["print(1)", "print(1)\n", "print( 1 )"],
+        ["echo 1", "1", "print"],
+    )
+    items = [chat, rmbench[0], code, *rmbench[1:]]
+    path = tmp_path_factory.mktemp("rmbench") / "rmbench.jsonl"
+    path.write_text("".join(json.dumps(dataclasses.asdict(item)) + "\n" for item in items))
+    return {"source": str(path)}
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +417,7 @@ def test_the_data_limit_applies_to_both_steering_sources(tmp_path):
         if expected == 0:
             continue
         if source == "rmbench_safety":
-            assert len(safety_pairs(rmbench, SteeringConfig().domains)) == expected
+            assert len(steering_pairs(rmbench, SteeringConfig().domains)) == expected
         else:
             assert len(rewardbench2_safety_rows(prompts)[0]) == expected
 

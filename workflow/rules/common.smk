@@ -185,6 +185,17 @@ def local_data(name):
     )
 
 
+def cached_data(dataset):
+    """The `data` param of cache_final_states: `data.<dataset>`, plus `steering.domains` for rmbench, whose
+    cache holds only the steering domains' pairs. The domains ride in this param, not in one of their own:
+    Snakemake would record that one for the other datasets too (as None), so their caches, and every model
+    trained on them, built before it existed would rerun."""
+    spec = config["data"][dataset]
+    if dataset == "rmbench":
+        return {**spec, "steering_domains": config["steering"]["domains"]}
+    return spec
+
+
 def sampling_parts():
     return range(config["sampling"]["parts"])
 

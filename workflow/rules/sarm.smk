@@ -6,7 +6,8 @@
 
 
 rule cache_final_states:
-    """Final-token residual states of every conversation, at every layer a reward model reads."""
+    """Final-token residual states of every conversation (of RM-Bench, only the pairs of the steering
+    domains), at every layer a reward model reads."""
     input:
         backbone=backbone_files,
         data=lambda wildcards: local_data(wildcards.dataset),
@@ -21,7 +22,7 @@ rule cache_final_states:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         layers=lambda wildcards: reward_model_layers(wildcards.backbone),
-        data=lambda wildcards: config["data"][wildcards.dataset],
+        data=lambda wildcards: cached_data(wildcards.dataset),
         reward_model=only(config, "reward_model", ["max_length", "date_string"]),
         inference_dtype=config["inference_dtype"],
     script:

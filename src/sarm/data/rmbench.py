@@ -138,3 +138,14 @@ def rmbench_pairs(items: Sequence[RMBenchItem]) -> list[PreferencePair]:
                 )
             )
     return pairs
+
+
+def steering_pairs(items: Sequence[RMBenchItem], domains: Sequence[str]) -> list[PreferencePair]:
+    """The pairs steering scores features on: those of the items in `domains` (config `steering.domains`),
+    in item order. The rmbench final-state cache holds exactly these, so both take them from here."""
+    pairs = rmbench_pairs([item for item in items if item.domain in domains])
+    if not pairs:
+        raise ValueError(
+            f"no RM-Bench items in the steering domains {list(domains)} (config `steering.domains`)"
+        )
+    return pairs

@@ -12,8 +12,9 @@ RewardBench 2 Safety prompt against each incorrect one, 450 prompts x 3 = 1,350 
 
 Everything is computed from final-token residual states: those cached once per (backbone, dataset) when the
 backbone was not trained (`cached_states`), else those of the trained model's own backbone
-(`backbone_states`). Rewards before and after come from the same latents, r = z @ w and r' = z @ w', so a
-pair whose steered feature is zero keeps a bit-identical reward.
+(`backbone_states`). Both read the RM-Bench pairs that `steering_pairs` picks by domain, the pairs the
+RM-Bench cache holds and no others. Rewards before and after come from the same latents, r = z @ w and
+r' = z @ w', so a pair whose steered feature is zero keeps a bit-identical reward.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from sarm.data.chat import DEFAULT_DATE_STRING, tokenize_conversations
-from sarm.data.records import BenchmarkPrompt, Message, PreferencePair, RMBenchItem
+from sarm.data.records import BenchmarkPrompt, Message, RMBenchItem
 from sarm.data.rewardbench2 import completion_table
-from sarm.data.rmbench import rmbench_pairs
+from sarm.data.rmbench import steering_pairs
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import SARM
@@ -50,6 +51,9 @@ SOURCES = ("rmbench_safety", "rewardbench2_safety")
 # States are encoded this many rows at a time: (rows, M) float32 is 64 MB at the paper's M = 65,536.
 ENCODE_ROWS = 256
 RUNNERS_UP = 5
+# What must not have changed since a cache was written, for its rows to be the data's (`_load_states`).
+DATA_SETTINGS = "`data.<name>` source, limit and bad_rows"
+RMBENCH_SETTINGS = "`data.rmbench` source, limit and bad_rows, and `steering.domains`"
 
 
 @dataclass(frozen=True)
@@ -100,16 +104,6 @@ class SteeringStates:
 class SteeringResult:
     summary: dict
     rewards: pd.DataFrame  # one row per RewardBench 2 query-response pair
-
-
-def safety_pairs(items: Sequence[RMBenchItem], domains: Sequence[str]) -> list[PreferencePair]:
-    """RM-Bench pairs (variant j against variant j) of the given domains."""
-    pairs = [pair for pair in rmbench_pairs(items) if pair.source in domains]
-    if not pairs:
-        raise ValueError(
-            f"no RM-Bench items in the steering domains {list(domains)} (config `steering.domains`)"
-        )
-    return pairs
 
 
 def rewardbench2_safety_rows(
@@ -226,7 +220,7 @@ def backbone_states(
     if config.source == "rewardbench2_safety":
         chosen, rejected = rewardbench2_safety_rows(prompts, config.target_subset)
         return SteeringStates(completions[chosen], completions[rejected], completions, "backbone pass")
-    pairs = safety_pairs(rmbench_items, config.domains)
+    pairs = steering_pairs(rmbench_items, config.domains)
     both = _final_states(
         model, tokenizer, [p.chosen for p in pairs] + [p.rejected for p in pairs], config, "safety pairs"
     )
@@ -262,7 +256,8 @@ def cached_states(
     rewardbench2_states: str | Path,
     rmbench_states: str | Path | None = None,
 ) -> SteeringStates:
-    """States from the `cache_final_states` files of the source backbone (no backbone pass).
+    """States from the `cache_final_states` files of the source backbone (no backbone pass); the RM-Bench
+    file holds the `steering_pairs` of `config.domains`, every chosen answer then every rejected one.
 
     They are the reward model's own states only when its backbone was not trained.
     """
@@ -278,21 +273,25 @@ def cached_states(
         return SteeringStates(completions[chosen], completions[rejected], completions, "cached states")
     if rmbench_states is None:
         raise ValueError("steering.source rmbench_safety needs the cached RM-Bench states (dataset rmbench)")
-    pairs = rmbench_pairs(rmbench_items)
-    both = _load_states(rmbench_states, model.layer, 2 * len(pairs), "RM-Bench pair answers")
-    rows = [index for index, pair in enumerate(pairs) if pair.source in config.domains]
-    if not rows:
-        safety_pairs(rmbench_items, config.domains)  # raises the error that names the config key
-    chosen = both[: len(pairs)][rows]
-    return SteeringStates(chosen, both[len(pairs) :][rows], completions, "cached states")
+    pairs = steering_pairs(rmbench_items, config.domains)
+    both = _load_states(
+        rmbench_states,
+        model.layer,
+        2 * len(pairs),
+        "RM-Bench answers in the steering domains",
+        RMBENCH_SETTINGS,
+    )
+    return SteeringStates(both[: len(pairs)], both[len(pairs) :], completions, "cached states")
 
 
-def _load_states(path: str | Path, layer: int, expected: int, what: str) -> torch.Tensor:
+def _load_states(
+    path: str | Path, layer: int, expected: int, what: str, settings: str = DATA_SETTINGS
+) -> torch.Tensor:
     states = load_final_token_states(path, layer).float()
     if len(states) != expected:
         raise ValueError(
             f"{path} holds {len(states)} states but the data has {expected} {what}: was it cached from the "
-            "same data (same `data.<name>` source, limit and bad_rows)?"
+            f"same data (same {settings})?"
         )
     return states
 

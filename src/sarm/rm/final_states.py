@@ -1,7 +1,8 @@
 """Chat-formatted conversations -> token ids -> the residual state of each one's final token, at chosen layers.
 
 The reward is read at the final token, so in frozen-backbone mode one pass of the truncated decoder over
-every conversation, stored here, is all the backbone work a head needs.
+every conversation, stored here, is all the backbone work a head needs. RM-Bench is cached for steering
+alone, so only the pairs of the steering domains are cached (`dataset_conversations`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
-from sarm.data.rmbench import rmbench_pairs
+from sarm.data.rmbench import steering_pairs
 from sarm.data.specs import load_dataset_spec
 from sarm.rm.chunked_parts import ChunkedParts
 from sarm.rm.pairs import pair_conversations
@@ -60,9 +61,12 @@ def iter_final_token_states(
         decoder.train(was_training)
 
 
-def dataset_conversations(dataset: str, spec: dict, skipped_rows=None) -> list[list[Message]]:
+def dataset_conversations(
+    dataset: str, spec: dict, skipped_rows=None, steering_domains: Sequence[str] | None = None
+) -> list[list[Message]]:
     """preferences: every chosen then every rejected conversation; rewardbench2: every completion; rmbench:
-    every item's three pairs (variant j against variant j), every chosen then every rejected conversation.
+    only what steering reads, the pairs of `steering_domains` (`steering_pairs`: variant j against variant
+    j), every chosen then every rejected conversation.
 
     `skipped_rows`: where to list the rows dropped under `bad_rows: skip` (see load_dataset_spec)."""
     if dataset == "preferences":
@@ -70,7 +74,12 @@ def dataset_conversations(dataset: str, spec: dict, skipped_rows=None) -> list[l
     if dataset == "rewardbench2":
         return completion_table(load_dataset_spec(dataset, spec, skipped_rows))[1]
     if dataset == "rmbench":
-        return pair_conversations(rmbench_pairs(load_dataset_spec(dataset, spec, skipped_rows)))
+        if steering_domains is None:
+            raise ValueError(
+                "the rmbench cache holds the pairs of the steering domains: pass steering_domains"
+            )
+        items = load_dataset_spec(dataset, spec, skipped_rows)
+        return pair_conversations(steering_pairs(items, steering_domains))
     raise ValueError(f"no conversations defined for dataset {dataset!r}")
 
 
