@@ -180,10 +180,11 @@ def test_steering_reads_cached_states_only_when_the_backbone_is_frozen(paper_dag
     def demo(*config):
         result = run(*snakemake_command("-n", "--profile", "profiles/demo", "steering", *config))
         assert result.returncode == 0, result.stderr[-3000:]
-        return _inputs_of(result.stdout, "steer_feature")
+        return result.stdout
 
     states = "results/smollm2-135m/final_states/{}.safetensors"
-    rmbench = demo()
+    rmbench = _inputs_of(demo(), "steer_feature")
     assert rmbench[1:] == [states.format("rewardbench2"), states.format("rmbench")]
     rewardbench2 = demo("--config", "steering={'source': 'rewardbench2_safety'}")
-    assert rewardbench2[1:] == [states.format("rewardbench2")]
+    assert _inputs_of(rewardbench2, "steer_feature")[1:] == [states.format("rewardbench2")]
+    assert states.format("rmbench") not in rewardbench2  # no job caches RM-Bench then

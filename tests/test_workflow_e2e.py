@@ -156,6 +156,21 @@ def test_a_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in output
 
 
+def test_other_steering_domains_rerun_the_rmbench_cache_but_no_other(tiny_run, tmp_path):
+    """The RM-Bench cache holds only the steering domains' pairs, so it takes `steering.domains` as a param;
+    the preferences and RewardBench 2 caches, and what was trained or evaluated on them, do not."""
+    workdir, config_path = tiny_run
+    config = yaml.safe_load(config_path.read_text())
+    config["steering"]["domains"] = ["safety-refuse"]
+    changed = tmp_path / "domains.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=False))
+    output = snakemake(workdir, changed, "-n", "all")
+    planned = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", output))
+    planned.pop("total", None)
+    assert planned == {"cache_final_states": "1", "steer_feature": "1", "compute_table": "1", "all": "1"}
+    assert "output: results/tiny/final_states/rmbench.safetensors" in output
+
+
 def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
     """Each completion's reward from `load_reward_model`, one unpadded conversation at a time."""
     model = load_reward_model(model_dir, device="cpu", dtype=torch.float32)
