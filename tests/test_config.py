@@ -105,6 +105,10 @@ def test_sizes_as_multiples_of_hidden_size():
             lambda c: c["interpret"]["explainer"].update(max_terms=0),
             "config key `interpret.explainer.max_terms`",
         ),
+        (
+            lambda c: c["interpret"]["explainer"].update(markers="remove"),
+            "config key `interpret.explainer.markers`",
+        ),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):

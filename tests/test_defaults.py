@@ -13,6 +13,7 @@ import yaml
 from sarm.backbone import DEFAULT_INFERENCE_DTYPE, DTYPES
 from sarm.data.chat import DEFAULT_DATE_STRING
 from sarm.data.corpus import iter_sentences
+from sarm.interpret.contrastive import MARKER_CHOICES
 from sarm.interpret.detection import JUDGES, DetectionConfig
 from sarm.interpret.explainers import EXPLAINER_KINDS, ExplainerConfig
 from sarm.interpret.steering import SOURCES, SteeringConfig
@@ -84,9 +85,10 @@ def test_explainer_and_detection_judge_schema_defaults_equal_the_library():
     schema = {key: spec["default"] for key, spec in explainer.items() if "default" in spec}
     library = field_defaults(ExplainerConfig)
     assert schema == {key: library[key] for key in schema}
-    assert {"kind", "max_terms", "min_contexts", "min_g2"} <= set(schema)
+    assert {"kind", "max_terms", "min_contexts", "min_g2", "markers"} <= set(schema)
     assert PROPERTIES["interpret"]["properties"]["detection_judge"]["default"] == DetectionConfig().judge
     assert sorted(explainer["kind"]["enum"]) == sorted(EXPLAINER_KINDS)
+    assert sorted(explainer["markers"]["enum"]) == sorted(MARKER_CHOICES)
     assert sorted(PROPERTIES["interpret"]["properties"]["detection_judge"]["enum"]) == sorted(JUDGES)
 
 

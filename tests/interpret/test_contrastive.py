@@ -14,10 +14,15 @@ from sarm.interpret.contrastive import (
 )
 from sarm.interpret.detection import DetectionConfig, LexicalJudge, detection_scores
 from sarm.interpret.explainers import ExplainerConfig, build_explainer, explain_features
-from sarm.interpret.words import words
+from sarm.interpret.words import without_template_text, words
 from tests.interpret.synthetic_features import PLANTED_FEATURE, PLANTED_WORD, synthetic_tables
 
 TOP = 40
+# What a reward-token context ends with in each preset's chat template, role name of a next turn included.
+TURN_ENDS = {
+    "chatml": "<|im_end|>\n<|im_start|>assistant",
+    "llama-3": "<|eot_id|><|start_header_id|>assistant<|end_header_id|>",
+}
 DETECTION = DetectionConfig(activating=20, non_activating=20, holdout_from_rank=TOP, judge="lexical")
 
 
@@ -124,9 +129,48 @@ def test_missing_background_and_a_feature_active_everywhere():
 
 def test_contrastive_kind_builds_the_explainer_from_its_config_keys():
     explainer = build_explainer(
-        ExplainerConfig(kind="contrastive", max_terms=3, min_contexts=4, min_g2=1.5), None
+        ExplainerConfig(kind="contrastive", max_terms=3, min_contexts=4, min_g2=1.5, markers="drop"), None
     )
     assert isinstance(explainer, ContrastiveExplainer)
     assert (explainer.max_terms, explainer.min_contexts, explainer.min_g2) == (3, 4, 1.5)
+    assert explainer.markers == "drop"
     with pytest.raises(ValueError, match="max_terms"):
         ContrastiveExplainer(max_terms=0)
+    with pytest.raises(ValueError, match="interpret.explainer.markers"):
+        ContrastiveExplainer(markers="remove")
+
+
+def _ending_turns(tables, turn_end: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The synthetic tables with the planted feature firing at turn ends: each of its contexts, and one in
+    twenty of the background, ends with `turn_end`."""
+    contexts, background = (table.copy() for table in tables)
+    planted = contexts["feature"] == PLANTED_FEATURE
+    contexts.loc[planted, "context"] = contexts.loc[planted, "context"] + turn_end
+    background["context"] = [
+        text + turn_end if i % 20 == 0 else text for i, text in enumerate(background["context"])
+    ]
+    return contexts, background
+
+
+@pytest.mark.parametrize("template", sorted(TURN_ENDS))
+def test_dropped_markers_leave_the_planted_word_and_no_template_text(tables, template):
+    contexts, background = _ending_turns(tables, TURN_ENDS[template])
+    explainer = ContrastiveExplainer(min_g2=0.0, markers="drop")
+    row = explain_features(contexts, [PLANTED_FEATURE], explainer, TOP, background).iloc[0]
+    terms = row["explanation"].split(", ")
+    assert terms[0] == PLANTED_WORD
+    assert not [t for t in terms if "<|" in t or t == "assistant"], terms
+    assert "<|" not in row["raw"] and "assistant" not in row["raw"]
+
+
+@pytest.mark.parametrize("template", sorted(TURN_ENDS))
+def test_kept_markers_explain_a_feature_that_fires_at_turn_ends(tables, template):
+    contexts, background = _ending_turns(tables, TURN_ENDS[template])
+    row = explain_features(contexts, [PLANTED_FEATURE], ContrastiveExplainer(), TOP, background).iloc[0]
+    terms = row["explanation"].split(", ")
+    assert terms[0] == PLANTED_WORD and set(words(TURN_ENDS[template])) <= set(terms), terms
+
+
+def test_only_a_role_name_glued_to_a_marker_is_template_text():
+    text = "As an AI assistant, I cannot help.<|eot_id|><|start_header_id|>user<|end_header_id|>"
+    assert words(without_template_text(text)) == ["as", "an", "ai", "assistant", "i", "cannot", "help"]

@@ -9,6 +9,12 @@ background's share; only words over-represented in the top contexts are kept. A 
 background as among the top contexts ("answer" in every context) scores near 0 whatever its count,
 which is what a frequency ranking of the top contexts alone would get wrong. Stop words (`words.STOP_WORDS`)
 are not counted: the lexical detection judge ignores them too.
+
+Chat-template markers (`<|im_end|>`) are words too, and often the most distinctive ones of a feature that
+fires at the end of a turn: they say where it fires, not what it encodes. With `markers="drop"` the explainer removes
+them, and the role names written right after them, from every context before counting
+(`words.without_template_text`), so its explanations are content words. The lexical judge still reads the
+markers in the contexts, as it does for every explainer.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from sarm.interpret.words import STOP_WORDS, words
+from sarm.interpret.words import STOP_WORDS, without_template_text, words
 
 NO_DISTINCTIVE_WORDS = "no_distinctive_words"
 NO_SILENT_CONTEXTS = "no_silent_contexts"  # the feature fires on every background context
 # The chi-square critical value for one degree of freedom at p = 0.001.
 G2_AT_P001 = 10.828
+MARKER_CHOICES = ("keep", "drop")  # chat-template markers in the explainer's vocabulary, or not
 
 
 @dataclass(frozen=True)
@@ -83,25 +90,38 @@ def distinctive_words(top: list[str], background: list[str], min_contexts: int =
 
 
 class ContrastiveExplainer:
-    """Explains a feature by its `max_terms` most distinctive words (G² at least `min_g2`)."""
+    """Explains a feature by its `max_terms` most distinctive words (G² at least `min_g2`); `markers`: keep
+    chat-template markers among the words, or drop them (see the module docstring)."""
 
     name = "contrastive"
     needs_background = True
 
-    def __init__(self, max_terms: int = 5, min_contexts: int = 2, min_g2: float = G2_AT_P001):
+    def __init__(
+        self, max_terms: int = 5, min_contexts: int = 2, min_g2: float = G2_AT_P001, markers: str = "keep"
+    ):
         if max_terms < 1 or min_contexts < 1 or min_g2 < 0:
             raise ValueError(
                 "the contrastive explainer needs `interpret.explainer.max_terms` >= 1, `min_contexts` >= 1 and "
                 "`min_g2` >= 0; "
                 f"got {max_terms}, {min_contexts}, {min_g2}"
             )
+        if markers not in MARKER_CHOICES:
+            raise ValueError(
+                f"config key `interpret.explainer.markers` must be one of {', '.join(MARKER_CHOICES)}, "
+                f"got {markers!r}"
+            )
         self.max_terms, self.min_contexts, self.min_g2 = max_terms, min_contexts, min_g2
+        self.markers = markers
+
+    def _vocabulary_text(self, text: str) -> str:
+        return without_template_text(text) if self.markers == "drop" else text
 
     def explain_feature(self, shown: list[tuple[float, str]], silent: list[str]) -> FeatureExplanation:
         """`shown`: (activation, context) of the top contexts; `silent`: background contexts where it is 0."""
         if not silent:
             return FeatureExplanation(None, None, NO_SILENT_CONTEXTS, "")
-        ranked = distinctive_words([text for _, text in shown], silent, self.min_contexts)
+        top = [self._vocabulary_text(text) for _, text in shown]
+        ranked = distinctive_words(top, [self._vocabulary_text(text) for text in silent], self.min_contexts)
         kept = [s for s in ranked if s.g2 >= self.min_g2][: self.max_terms]
         raw = "\n".join(
             f"{s.word}: G2 {s.g2:.1f}, in {s.in_top}/{len(shown)} top and "

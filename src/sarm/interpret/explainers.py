@@ -304,6 +304,7 @@ class ExplainerConfig:
     max_terms: int = 5  # contrastive: words per explanation
     min_contexts: int = 2  # contrastive: top contexts a word must occur in
     min_g2: float = G2_AT_P001  # contrastive: smallest G² of a word kept
+    markers: str = "keep"  # contrastive: chat-template markers among the words (keep) or not (drop)
 
     @classmethod
     def from_config(cls, explainer: dict) -> ExplainerConfig:
@@ -317,7 +318,7 @@ def build_explainer(
 ) -> CachedChatModel | ContrastiveExplainer:
     """The configured explainer (a chat one can also judge detection); `local_model`: the folder for kind local."""
     if config.kind == "contrastive":
-        return ContrastiveExplainer(config.max_terms, config.min_contexts, config.min_g2)
+        return ContrastiveExplainer(config.max_terms, config.min_contexts, config.min_g2, config.markers)
     if config.kind == "openai":
         return OpenAIExplainer(
             config.model,
