@@ -10,14 +10,19 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
 
 from sarm.paths import GGUF_PREFIX
 from sarm.runtime import atomic_write
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# transformers is imported inside the loaders below: its modeling code takes seconds to import, and the
+# many jobs that only read cached states never load a backbone.
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ def packaged_gguf_path(spec: str) -> Path:
 
 def convert_gguf(spec: str, out_dir: str | Path) -> Path:
     """De-quantise a packaged GGUF model into a normal Hugging Face folder (model + tokenizer)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = packaged_gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -76,6 +81,8 @@ def _check_source(source: str) -> None:
 
 def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """Tokenizer of a backbone, with a pad token and right padding (we index the last real token)."""
+    from transformers import AutoTokenizer
+
     _check_source(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -92,6 +99,8 @@ def load_decoder(source: str, num_layers: int, dtype: torch.dtype = torch.float3
 
     Deeper layers are never built: their weights in the checkpoint are skipped while loading.
     """
+    from transformers import AutoConfig, AutoModel
+
     _check_source(source)
     try:
         config = AutoConfig.from_pretrained(source)
@@ -112,6 +121,8 @@ def load_decoder(source: str, num_layers: int, dtype: torch.dtype = torch.float3
 
 @contextmanager
 def _quiet_transformers():
+    from transformers.utils import logging as transformers_logging
+
     previous = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from sarm.data.records import Message
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_MAX_LENGTH = 4096
 # Llama-3 chat templates write "Today Date: <date_string>" into the system prompt and, when the caller passes

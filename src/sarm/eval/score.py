@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from sarm.batching import token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
@@ -21,6 +21,9 @@ from sarm.rm.final_states import iter_final_token_states, load_final_token_state
 from sarm.rm.models import RewardModel
 from sarm.rm.token_states import TokenStates, load_token_states
 from sarm.runtime import atomic_write, module_device, write_json_atomic
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,19 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, format_conversation
 from sarm.data.records import Message, RMBenchItem
 from sarm.runtime import write_parquet_atomic
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

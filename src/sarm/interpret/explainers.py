@@ -22,7 +22,6 @@ import openai
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sarm.backbone import packaged_gguf_path
 from sarm.data.records import Message
@@ -248,6 +247,8 @@ class LocalExplainer(CachedChatModel):
 
     def _load(self):
         if self._lm is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # seconds to import: only when used
+
             if self.model_dir.startswith(GGUF_PREFIX):
                 gguf = packaged_gguf_path(self.model_dir)
                 source, extra = gguf.parent, {"gguf_file": gguf.name}

@@ -24,6 +24,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,6 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from sarm.data.chat import DEFAULT_DATE_STRING, tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message, RMBenchItem
@@ -42,6 +42,9 @@ from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import SARM
 from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

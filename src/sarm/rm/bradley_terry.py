@@ -24,7 +24,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from transformers import get_scheduler
 
 from sarm.backbone import last_token_index
 from sarm.batching import pad_right
@@ -566,6 +565,8 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     per_epoch = steps_per_epoch(len(train), cfg.global_batch, ctx.world)
     total_steps = per_epoch * cfg.epochs
+    from transformers import get_scheduler
+
     scheduler = get_scheduler(
         SCHEDULES[cfg.schedule],
         optimizer,

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states, last_token_index
 from sarm.batching import pad_right, token_budget_batches
@@ -29,6 +29,9 @@ from sarm.data.specs import load_dataset_spec
 from sarm.rm.chunked_parts import ChunkedParts
 from sarm.rm.pairs import pair_conversations
 from sarm.runtime import atomic_write, fingerprint, module_device
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoConfig
 
 from sarm.backbone import load_tokenizer
 from sarm.data.chat import DEFAULT_DATE_STRING
@@ -92,6 +91,8 @@ def build_model(job: RewardModelJob) -> RewardModel:
     seed = job.reward_model.get("seed", 0)
     if job.encoder == "random":  # the paper's Table 2 row: a trained nn.Linear(d, M) with bias
         latents = job.latents if job.latents is not None else TopKSAE.load(job.sae_dir).latents
+        from transformers import AutoConfig
+
         sae = LinearEncoder(AutoConfig.from_pretrained(job.backbone).hidden_size, latents, seed=seed)
         origin = "random (trained linear layer, the paper's ablation)"
     elif job.encoder == "random_topk":

@@ -28,9 +28,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig
-from transformers.masking_utils import create_causal_mask
-from transformers.utils import cached_file
 
 from sarm.backbone import device_and_dtype, last_token_index, load_decoder
 from sarm.rm.backbone_record import backbone_record, resolve_backbone
@@ -102,6 +99,8 @@ class RewardModel(nn.Module, ABC):
             raise ValueError(f"states after {start} layers cannot feed layers {start}..{self.layer - 1}")
         if any(kind != "full_attention" for kind in getattr(decoder.config, "layer_types", None) or ()):
             raise NotImplementedError("starting from cached states needs a backbone with full attention only")
+        from transformers.masking_utils import create_causal_mask  # seconds to import: only where it runs
+
         positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         mask = create_causal_mask(
             config=decoder.config,
@@ -350,6 +349,8 @@ def final_norm_of(source: str, decoder: nn.Module) -> nn.Module:
 
 
 def _checkpoint_tensor(source: str, names: tuple[str, ...]) -> torch.Tensor:
+    from transformers.utils import cached_file
+
     index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
     if index:
         weight_map = json.loads(Path(index).read_text())["weight_map"]
@@ -392,6 +393,8 @@ def build_vanilla_rm(
     backbone_source: str, layer: int, *, with_backbone: bool = True, dtype: torch.dtype = torch.float32
 ) -> VanillaRM:
     """A linear head on layer `layer`; at full depth it reads through the backbone's final norm."""
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(backbone_source)
     decoder = load_decoder(backbone_source, layer, dtype) if with_backbone else None
     final_norm = None

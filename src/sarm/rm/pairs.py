@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, last_turn_starts, tokenize_conversations
 from sarm.data.records import Message, PreferencePair
 from sarm.rm.token_states import TokenStates
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states
 from sarm.batching import pad_right, token_budget_batches
@@ -26,6 +26,9 @@ from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_con
 from sarm.data.records import Message
 from sarm.rm.chunked_parts import ChunkedParts
 from sarm.runtime import atomic_write, fingerprint, module_device
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase
 
 from sarm.backbone import hidden_states
 from sarm.batching import pad_right, token_budget_batches
 from sarm.runtime import atomic_write, check_resumable, module_device, write_json_atomic
 from sarm.sae.reader import MANIFEST_FILE, TENSOR_NAME
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
