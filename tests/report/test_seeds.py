@@ -77,16 +77,18 @@ def test_sweep_rows_take_no_further_seeds(three_seeds):
 def test_markdown_and_latex_show_mean_and_sd_in_one_column_and_the_csv_every_number(tmp_path):
     scores = [
         write_scores(tmp_path / f"s{seed}/rewardbench2.json", Math=m)
-        for seed, m in enumerate((0.2, 0.5, 0.8))
+        for seed, m in enumerate((0.2, 0.5, 0.56))
     ]
     row = ResultRow("ours", scores[0], further_seeds=tuple(scores[1:]))
     table = results_table([row], REPORTED_CSV, "table2")
     write_table(table, tmp_path / "t", caption="c")
-    # Overall of the three seeds: 45, 50 and 55
+    # Overall of the three seeds: 45, 50 and 51; mean 48.67, sample sd 3.21 (half the range: 3)
     md = (tmp_path / "t.md").read_text()
-    assert f"| {SEED_SUMMARY} |" in md and "| 50.0 ± 5.0 (3 seeds) |" in md
+    assert f"| Overall | {SEED_SUMMARY} |" in md  # beside the first seed's Overall
+    assert "| 45.0 | 48.7 ± 3.2 (3 seeds) |" in md
     assert "Overall seed min" not in md
-    assert r"$50.0 \pm 5.0$ (3 seeds)" in (tmp_path / "t.tex").read_text()
+    assert r"$48.7 \pm 3.2$ (3 seeds)" in (tmp_path / "t.tex").read_text()
     back = pd.read_csv(tmp_path / "t.csv").set_index("Model")
-    assert back.loc["ours", list(SEED_COLUMNS)].tolist() == pytest.approx([3, 50, 5, 45, 55])
+    expected = [3, statistics.mean([45, 50, 51]), statistics.stdev([45, 50, 51]), 45, 51]
+    assert back.loc["ours", list(SEED_COLUMNS)].tolist() == pytest.approx(expected)
     assert back.loc["SARM-4B", list(SEED_COLUMNS)].isna().all()
