@@ -1,10 +1,13 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import yaml
 
 from sarm.config import (
     ConfigError,
+    RewardModelRun,
+    all_further_seed_runs,
     experiment_run,
     resolve_layer,
     resolve_size,
@@ -51,6 +54,27 @@ def test_demo_layers_are_fractions_of_depth():
     config = validate_config(demo_config(), SCHEMA)
     layers = [run.layer for kind, _, run in sweep_runs(config) if kind == "layer"]
     assert layers == [8, 11, 15, 22, 30]
+
+
+def test_further_seeds_follow_reward_model_seed_for_every_table1_and_table2_model():
+    config = validate_config(paper_config(), SCHEMA)
+    assert config["tables"]["seeds"] == 1 and all_further_seed_runs(config) == []
+    config["tables"]["seeds"], config["reward_model"]["seed"] = 3, 4
+    runs = all_further_seed_runs(config)
+    rows = {
+        experiment_run(config, name)
+        for name in (
+            "SARM-2B",
+            "SARM-3B",
+            "SARM-4B",
+            "SARM-4B random-init encoder",
+            "SARM-4B token-level SAE",
+        )
+    }
+    rows |= {RewardModelRun("llama-3.1-8b", layer, "vanilla") for layer in (16, 32)}
+    assert sorted(runs, key=repr) == sorted(
+        (replace(run, seed=seed) for run in rows for seed in (5, 6)), key=repr
+    )  # SARM-4B, a row of both tables, once
 
 
 def test_defaults_are_filled_in():
@@ -108,6 +132,11 @@ def test_sizes_as_multiples_of_hidden_size():
         (
             lambda c: c["interpret"]["explainer"].update(markers="remove"),
             "config key `interpret.explainer.markers`",
+        ),
+        (lambda c: c["tables"].update(seeds=0), "config key `tables.seeds` has an invalid value 0"),
+        (
+            lambda c: c["reward_model"].update(seed=-1),
+            "config key `reward_model.seed` has an invalid value -1",
         ),
     ],
 )

@@ -25,6 +25,8 @@ from sarm.paths import (
     converted_backbone,
     fill,
     log_path,
+    seed_suffix,
+    suffix_seed,
 )
 
 from .conftest import REPO
@@ -41,12 +43,12 @@ def test_dag_code_imports_no_torch():
 
 
 def test_rule_patterns_keep_their_wildcards():
-    assert SARM_DIR == "results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}"
-    assert VANILLA_DIR == "results/{backbone}/layer{layer}/rm/vanilla"
+    assert SARM_DIR == "results/{backbone}/layer{layer}/rm/sarm_{encoder}_m{latents}_k{k}{seed_suffix}"
+    assert VANILLA_DIR == "results/{backbone}/layer{layer}/rm/vanilla{seed_suffix}"
     assert INTERPRET_DIR == "results/{backbone}/layer{layer}/rm/{variant}/interpret"
     assert STEERING_DIR == "results/{backbone}/layer{layer}/rm/{variant}/steering"
     assert SAE_DIR == "results/{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"
-    assert SARM_NAME == "{backbone}/layer{layer}/sarm_{encoder}_m{latents}_k{k}"
+    assert SARM_NAME == "{backbone}/layer{layer}/sarm_{encoder}_m{latents}_k{k}{seed_suffix}"
     assert fill(SAE_DIR, level="token") == "results/{backbone}/layer{layer}/token/sae_m{latents}_k{k}"
 
 
@@ -61,14 +63,24 @@ def test_sarm_run_folders():
     assert run.path(REWARD_MODEL_NAME) == "llama-3.2-3b/layer14/sarm_sequence_m49152_k144"
     # The training rule's pattern, filled with the run's wildcards, is the run's folder.
     wildcards = {"backbone": "llama-3.2-3b", "layer": 14, "encoder": "sequence", "latents": 49152, "k": 144}
-    assert SARM_DIR.format(**wildcards) == directory
-    assert SARM_NAME.format(**wildcards) == run.path(REWARD_MODEL_NAME)
+    assert SARM_DIR.format(**wildcards, seed_suffix="") == directory
+    assert SARM_NAME.format(**wildcards, seed_suffix="") == run.path(REWARD_MODEL_NAME)
 
 
 def test_vanilla_run_folder():
     run = RewardModelRun("llama-3.1-8b", 32, "vanilla")
     assert run.directory == "results/llama-3.1-8b/layer32/rm/vanilla"
-    assert VANILLA_DIR.format(backbone="llama-3.1-8b", layer=32) == run.directory
+    assert VANILLA_DIR.format(backbone="llama-3.1-8b", layer=32, seed_suffix="") == run.directory
+
+
+def test_a_further_seed_has_its_own_folder_and_the_first_keeps_its_own():
+    sarm = RewardModelRun("llama-3.2-3b", 14, "sequence", 49152, 144, seed=2)
+    assert sarm.directory == "results/llama-3.2-3b/layer14/rm/sarm_sequence_m49152_k144_seed2"
+    wildcards = {"backbone": "llama-3.2-3b", "layer": 14, "encoder": "sequence", "latents": 49152, "k": 144}
+    assert SARM_DIR.format(**wildcards, seed_suffix=seed_suffix(2)) == sarm.directory
+    vanilla = RewardModelRun("llama-3.1-8b", 32, "vanilla", seed=1)
+    assert vanilla.directory == "results/llama-3.1-8b/layer32/rm/vanilla_seed1"
+    assert (suffix_seed(seed_suffix(2)), suffix_seed(seed_suffix(None))) == (2, None)
 
 
 def test_stage_paths():

@@ -114,3 +114,16 @@ def test_the_plan_prices_every_gpu_job_of_the_dag(paper, paper_dag):
         "sweep_plot",
         "total",
     }  # CPU-only or local jobs (the explainer here is the API), and the job total
+
+
+def test_further_seeds_add_their_training_and_evaluation_to_the_plan_and_nothing_else(paper):
+    config = copy.deepcopy(paper)
+    config["tables"]["seeds"] = 3
+    one_seed = [(job.rule, job.job) for job in build_plan(paper, PROFILE)]
+    added = [(job.rule, job.job) for job in build_plan(config, PROFILE)]
+    for job in one_seed:
+        added.remove(job)
+    # 5 SARMs and 2 vanilla RMs in Tables 1 and 2, each trained and evaluated with seeds 1 and 2
+    assert sorted({rule for rule, _ in added}) == ["evaluate_rewardbench2", "train_sarm", "train_vanilla_rm"]
+    assert len(added) == 2 * 7 * 2
+    assert all(name.endswith(("_seed1", "_seed2")) for _, name in added)

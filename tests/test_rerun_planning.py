@@ -126,3 +126,17 @@ def test_another_explainer_plans_only_explanations_and_what_reads_them(built_pap
         "compute_table": 1,  # Table 4 counts the interpretation jobs' hours
         "all": 1,
     }
+
+
+def test_more_seeds_plan_only_the_further_seeds_and_the_tables_that_read_them(built_paper):
+    """The first seed keeps its folder and params: none of its jobs is planned again."""
+    config = paper_config()
+    config["tables"]["seeds"] = 3
+    assert planned(built_paper, config) == {
+        "train_sarm": 2 * 5,  # seeds 1 and 2 of SARM-2B, -3B, -4B and Table 2's two ablations
+        "train_vanilla_rm": 2 * 2,
+        "evaluate_rewardbench2": 2 * 7,
+        "results_table": 2,  # Tables 1 and 2; Table 3 and the comparisons read first seeds only
+        "compute_table": 1,
+        "all": 1,
+    }

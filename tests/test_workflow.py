@@ -4,9 +4,18 @@ import os
 import re
 import subprocess
 
+import pytest
 import yaml
 
-from sarm.config import experiment_run, sweep_runs, table_entries, validate_config, vanilla_run
+from sarm.config import (
+    experiment_run,
+    further_seed_runs,
+    row_runs,
+    sweep_runs,
+    table_entries,
+    validate_config,
+    vanilla_run,
+)
 from sarm.paths import INTERPRET_DIR, SAE_DIR, STEERING_DIR
 
 from .conftest import REPO, VENV_BIN, snakemake_command
@@ -131,19 +140,28 @@ def test_every_rule_has_log_and_conda():
             assert "    conda:" in rule, f"rule {name} in {smk.name} has no conda env"
 
 
-def sampling_jobs(*args: str) -> list[tuple[str, str]]:
-    """(rule, outputs) of every sampling job of a dry run."""
+def dry_run(*args: str) -> str:
     env = {**OFFLINE, "OPENAI_API_KEY": "unused-dry-run"}  # the paper DAG checks that a key is set
     command = snakemake_command("-n", *args)
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    blocks = re.findall(r"^rule (sample_activations\w*):\n.*\n\s+output: (.*)$", result.stdout, re.MULTILINE)
-    return sorted(blocks)
+    return result.stdout
 
 
-def test_shared_levels_sample_sequence_and_token_in_one_job_per_part(tmp_path):
+@pytest.fixture(scope="module")
+def demo_dag() -> str:
+    """The dry run of the demo's `all` (a few seconds), shared by the tests that read it."""
+    return dry_run("--profile", "profiles/demo", "all")
+
+
+def sampling_jobs(dag: str) -> list[tuple[str, str]]:
+    """(rule, outputs) of every sampling job of a dry run."""
+    return sorted(re.findall(r"^rule (sample_activations\w*):\n.*\n\s+output: (.*)$", dag, re.MULTILINE))
+
+
+def test_shared_levels_sample_sequence_and_token_in_one_job_per_part(demo_dag, tmp_path):
     # demo: group_layers and share_levels, sequence SAEs at 8, 11, 15, 22, 30 and a token SAE at 15
-    jobs = sampling_jobs("--profile", "profiles/demo", "all")
+    jobs = sampling_jobs(demo_dag)
     root = "results/smollm2-135m/activations"
     assert jobs == [
         (
@@ -156,7 +174,7 @@ def test_shared_levels_sample_sequence_and_token_in_one_job_per_part(tmp_path):
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["sampling"]["share_levels"] = True
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    jobs = sampling_jobs("--configfile", str(tmp_path / "config.yaml"), "--", "all")
+    jobs = sampling_jobs(dry_run("--configfile", str(tmp_path / "config.yaml"), "--", "all"))
     shared = [outputs for rule, outputs in jobs if rule == "sample_activations_levels"]
     assert len(jobs) == 6 * 64 and len(shared) == 64
     assert all("llama-3.1-8b/activations/sequence/layer16/" in outputs for outputs in shared)
@@ -188,3 +206,33 @@ def test_steering_reads_cached_states_only_when_the_backbone_is_frozen(paper_dag
     rewardbench2 = demo("--config", "steering={'source': 'rewardbench2_safety'}")
     assert _inputs_of(rewardbench2, "steer_feature")[1:] == [states.format("rewardbench2")]
     assert states.format("rmbench") not in rewardbench2  # no job caches RM-Bench then
+
+
+def test_the_demos_three_seeds_train_and_evaluate_every_table1_and_table2_model_twice_more(demo_dag):
+    """Demo (tables.seeds: 3): seeds 1 and 2 of each Table 1 / 2 model, in folders beside the first
+    seed's and read by Tables 1 and 2 only; no further seed of a Table 3 sweep point."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", base_dir=REPO)
+    assert config["tables"]["seeds"] == 3 and config["reward_model"]["seed"] == 0
+    further = {
+        table: {
+            seeded.directory for run in row_runs(config, table) for seeded in further_seed_runs(config, run)
+        }
+        for table in ("table1", "table2")
+    }
+    expected = further["table1"] | further["table2"]
+    assert len(expected) == 2 * 6  # 4 SARMs (one in both tables) and 2 vanilla RMs
+    jobs = re.findall(r"^rule (\w+):\n    input: .*\n    output: (\S+)/[^/,]+,", demo_dag, re.M)
+    folders = {
+        rule: {folder for name, folder in jobs if name == rule and "_seed" in folder} for rule, _ in jobs
+    }
+    assert folders["evaluate_rewardbench2"] == expected
+    assert folders["train_sarm"] | folders["train_vanilla_rm"] == expected
+    assert all("/vanilla_seed" in folder for folder in folders["train_vanilla_rm"])
+    tables = re.findall(
+        r"^rule \w+_table:\n    input: (.*)\n    output: results/tables/(\w+)\.md", demo_dag, re.M
+    )
+    for inputs, table in tables:
+        seeded = {path.removesuffix("/rewardbench2.json") for path in inputs.split(", ") if "_seed" in path}
+        wanted = {**further, "table4": expected}.get(table, set())  # Table 4 counts their compute
+        assert seeded == wanted, table

@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, VANILLA_VARIANT
+from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, VANILLA_VARIANT, seed_suffix
 from sarm.rm.train_layers import check_train_layers
 
 
@@ -252,12 +252,16 @@ class RewardModelRun:
     encoder: str = "sequence"
     latents: int = 0
     k: int = 0
+    # None: trained with reward_model.seed (the folder without a suffix); n: a further seed of tables.seeds
+    seed: int | None = None
 
     @property
     def variant(self) -> str:
         if self.encoder == "vanilla":
-            return VANILLA_VARIANT
-        return SARM_VARIANT.format(encoder=self.encoder, latents=self.latents, k=self.k)
+            model = VANILLA_VARIANT
+        else:
+            model = SARM_VARIANT.format(encoder=self.encoder, latents=self.latents, k=self.k)
+        return model + seed_suffix(self.seed)
 
     def path(self, pattern: str = REWARD_MODEL_DIR) -> str:
         """A reward-model pattern of `sarm.paths` filled in for this run (its folder by default)."""
@@ -332,14 +336,36 @@ def sweep_runs(config: dict[str, Any]) -> list[tuple[str, str, RewardModelRun]]:
     return rows
 
 
+def row_runs(config: dict[str, Any], table: str) -> list[RewardModelRun]:
+    """The reward model of each row of Table 1 or 2, in row order (Table 1: experiments, then vanilla RMs)."""
+    runs = [experiment_run(config, name) for name, _ in table_entries(config, table)]
+    if table == "table1":
+        runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
+    return runs
+
+
 def table_runs(config: dict[str, Any]) -> list[RewardModelRun]:
-    """Every reward model that is a row of Table 1, 2 or 3, each once."""
-    runs = [
-        experiment_run(config, name) for t in ("table1", "table2") for name, _ in table_entries(config, t)
-    ]
-    runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
+    """Every reward model that is a row of Table 1, 2 or 3, each once (first seeds only)."""
+    runs = row_runs(config, "table1") + row_runs(config, "table2")
     runs += [run for _, _, run in sweep_runs(config)]
     return list(dict.fromkeys(runs))
+
+
+def further_seeds(config: dict[str, Any]) -> range:
+    """The training seeds of each Table 1 / 2 model after the first (reward_model.seed): tables.seeds in all."""
+    first = config["reward_model"].get("seed", 0)
+    return range(first + 1, first + config["tables"].get("seeds", 1))
+
+
+def further_seed_runs(config: dict[str, Any], run: RewardModelRun) -> list[RewardModelRun]:
+    """`run` trained with each further seed, each in its own folder (`run` itself is the first seed)."""
+    return [replace(run, seed=seed) for seed in further_seeds(config)]
+
+
+def all_further_seed_runs(config: dict[str, Any]) -> list[RewardModelRun]:
+    """The further seeds of every Table 1 and 2 model, each once (Table 3's sweeps train one seed)."""
+    rows = dict.fromkeys(row_runs(config, "table1") + row_runs(config, "table2"))
+    return [seeded for run in rows for seeded in further_seed_runs(config, run)]
 
 
 def compared_run(config: dict[str, Any], side: str | dict[str, Any], key: str) -> RewardModelRun:

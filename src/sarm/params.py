@@ -36,3 +36,9 @@ def with_bookkeeping(params: Mapping[str, Any], config: Mapping[str, Any], secti
     """A rule's `params` section completed by the bookkeeping keys of the same section of the config."""
     values = config.get(section, {})
     return {**{key: values[key] for key in BOOKKEEPING.get(section, ()) if key in values}, **params}
+
+
+def with_seed(keys: Mapping[str, Any], seed: int | None) -> Mapping[str, Any]:
+    """A training job's `reward_model` keys with the seed of its folder: `keys` themselves for the first
+    seed (None), so its params, and whether it reruns, do not depend on how many seeds there are."""
+    return keys if seed is None else {**keys, "seed": seed}

@@ -32,10 +32,12 @@ FINAL_STATES = "results/{backbone}/final_states/{dataset}.safetensors"
 TOKEN_STATES = "results/{backbone}/token_states/layer{layer}/{dataset}.safetensors"
 
 # A reward model: its weights, training curve, RewardBench 2 scores, interpretation and steering.
-# `{variant}` is `vanilla` or a SARM variant. Its name (no `rm/`) names the logs and benchmarks of the
-# jobs on it.
+# `{variant}` is `vanilla` or a SARM variant, followed for a further training seed of a Table 1 / 2 model
+# (tables.seeds > 1) by its seed: `vanilla_seed1`; the first seed (reward_model.seed) has no suffix. Its
+# name (no `rm/`) names the logs and benchmarks of the jobs on it.
 SARM_VARIANT = "sarm_{encoder}_m{latents}_k{k}"
 VANILLA_VARIANT = "vanilla"
+SEED_SUFFIX = "_seed{seed}"
 REWARD_MODEL_NAME = "{backbone}/layer{layer}/{variant}"
 REWARD_MODEL_DIR = "results/{backbone}/layer{layer}/rm/{variant}"
 INTERPRET_DIR = f"{REWARD_MODEL_DIR}/interpret"
@@ -67,10 +69,20 @@ def fill(pattern: str, **values: object) -> str:
     return pattern.format_map(_KeepMissing(values))
 
 
-# The reward-model folders as the two training rules write them.
-SARM_DIR = fill(REWARD_MODEL_DIR, variant=SARM_VARIANT)
-SARM_NAME = fill(REWARD_MODEL_NAME, variant=SARM_VARIANT)
-VANILLA_DIR = fill(REWARD_MODEL_DIR, variant=VANILLA_VARIANT)
+# The reward-model folders as the two training rules write them; `{seed_suffix}` is empty for the first seed.
+SARM_DIR = fill(REWARD_MODEL_DIR, variant=SARM_VARIANT + "{seed_suffix}")
+SARM_NAME = fill(REWARD_MODEL_NAME, variant=SARM_VARIANT + "{seed_suffix}")
+VANILLA_DIR = fill(REWARD_MODEL_DIR, variant=VANILLA_VARIANT + "{seed_suffix}")
+
+
+def seed_suffix(seed: int | None) -> str:
+    """The folder suffix of a further training seed (`_seed2`); none for the first seed (None)."""
+    return "" if seed is None else SEED_SUFFIX.format(seed=seed)
+
+
+def suffix_seed(suffix: str) -> int | None:
+    """The seed a `{seed_suffix}` wildcard names; None for the first seed (an empty suffix)."""
+    return int(suffix.removeprefix("_seed")) if suffix else None
 
 
 def activations_at(root: str) -> str:

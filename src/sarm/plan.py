@@ -21,6 +21,7 @@ import yaml
 
 from sarm.config import (
     RewardModelRun,
+    all_further_seed_runs,
     experiment_run,
     sweep_runs,
     table_entries,
@@ -111,12 +112,14 @@ class Job:
 
 
 def table_runs(config: dict) -> list[RewardModelRun]:
-    """Every reward model of the config's tables and figures, each once (as workflow/rules/common.smk)."""
+    """Every reward model of the config's tables and figures, each once, with the further training seeds
+    of the Table 1 and 2 models (as workflow/rules/common.smk)."""
     names = [name for t in ("table1", "table2") for name, _ in table_entries(config, t)]
     names += [config[stage]["experiment"] for stage in ("interpret", "steering") if stage in config]
     runs = [experiment_run(config, name) for name in names]
     runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
     runs += [run for _, _, run in sweep_runs(config)]
+    runs += all_further_seed_runs(config)
     return list(dict.fromkeys(runs))
 
 

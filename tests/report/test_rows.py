@@ -100,3 +100,20 @@ def test_a_bad_comparison_names_its_config_key(paper, pair, message):
     config["tables"]["comparisons"] = [pair]
     with pytest.raises(ConfigError, match=message):
         validate_config(config, SCHEMA, base_dir=REPO)
+
+
+def test_with_three_seeds_each_table1_and_table2_row_reads_its_two_further_seeds(paper):
+    config = copy.deepcopy(paper)
+    config["tables"]["seeds"] = 3
+    for table in ("table1", "table2"):
+        for row in result_rows(config, table):
+            folder = row["path"].removesuffix("/rewardbench2.json")
+            assert row["further_seeds"] == [f"{folder}_seed{seed}/rewardbench2.json" for seed in (1, 2)]
+            assert set(row["further_seeds"]) <= set(input_files([row]))
+    assert not any("further_seeds" in row for row in result_rows(config, "table3"))
+
+
+def test_with_one_seed_the_rows_are_as_before_seeds_existed(paper):
+    """The rows are the results_table rule's params: an unchanged row reruns no table."""
+    for table in ("table1", "table2", "table3"):
+        assert not any("further_seeds" in row for row in result_rows(paper, table))

@@ -4,15 +4,17 @@ from functools import cache
 from pathlib import Path
 
 from sarm.config import (
+    all_further_seed_runs,
     check_explainer_once as check_explainer,
     experiment_run,
+    further_seed_runs,
     sweep_runs,
     table_entries,
     validate_config,
     vanilla_run,
 )
 from sarm.download import DOWNLOADED, configure_environment, hub_sources
-from sarm.params import only, result_keys
+from sarm.params import only, result_keys, with_seed
 from sarm.report.rows import comparison_rows, input_files
 from sarm.report.rows import result_rows as table_rows
 from sarm.rm.train_layers import first_trained_layer
@@ -41,6 +43,7 @@ from sarm.paths import (
     converted_backbone,
     fill,
     log_path,
+    suffix_seed,
 )
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -54,7 +57,8 @@ wildcard_constraints:
     latents=r"\d+",
     k=r"\d+",
     part=r"\d+",
-    variant=r"vanilla|sarm_(sequence_punct|sequence|token|random_topk|random)_m\d+_k\d+",
+    variant=r"(vanilla|sarm_(sequence_punct|sequence|token|random_topk|random)_m\d+_k\d+)(_seed\d+)?",
+    seed_suffix=r"(_seed\d+)?",
     dataset=r"preferences|rewardbench2|rmbench",
 
 
@@ -81,7 +85,8 @@ def token_states_layer(wildcards):
 
 @cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
 def table_runs():
-    """Every reward model a table or figure needs, each once (shared sweep points coincide)."""
+    """Every reward model a table or figure needs, each once (shared sweep points coincide), with the
+    further training seeds of the Table 1 and 2 models."""
     tables = config["tables"]
     names = [name for t in ("table1", "table2") for name, _ in table_entries(config, t)]
     names += [
@@ -92,7 +97,20 @@ def table_runs():
     runs = [experiment_run(config, name) for name in names]
     runs += [vanilla_run(config, spec) for spec in tables["table1"].get("vanilla", [])]
     runs += [run for _, _, run in sweep_runs(config)]
+    runs += all_further_seed_runs(config)
     return tuple(dict.fromkeys(runs))
+
+
+def training_params(drop):
+    """Input function of a training rule's `reward_model` params: the config's result keys, with the seed
+    of a further seed's folder (`_seed<n>`). The first seed's folder has no suffix and keeps the config's
+    keys as they are, so adding seeds reruns none of its jobs."""
+    keys = result_keys(config, "reward_model", drop=drop)
+
+    def params(wildcards):
+        return with_seed(keys, suffix_seed(wildcards.seed_suffix))
+
+    return params
 
 
 def backbone_path(name):
@@ -378,9 +396,10 @@ def named_targets():
         ("ablation_token_level", "token"),
     ):
         targets[target] = [
-            f"{run.directory}/rewardbench2.json"
+            f"{seeded.directory}/rewardbench2.json"
             for run in table2
             if run.encoder == encoder
+            for seeded in [run, *further_seed_runs(config, run)]
         ]
     targets["interpretation"] = [f"{interpret_dir()}/feature_cards.md"]
     targets["steering"] = [

@@ -70,9 +70,7 @@ rule train_sarm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=result_keys(
-            config, "reward_model", drop=unused_train_layers_keys()
-        ),
+        reward_model=training_params(drop=unused_train_layers_keys()),
     script:
         "../../scripts/train_reward_model.py"
 
@@ -86,18 +84,16 @@ rule train_vanilla_rm:
         weights=f"{VANILLA_DIR}/reward_model.safetensors",
         curve=f"{VANILLA_DIR}/train_log.csv",
     log:
-        log_path("train_vanilla_rm", "{backbone}/layer{layer}"),
+        log_path("train_vanilla_rm", "{backbone}/layer{layer}{seed_suffix}"),
     benchmark:
-        benchmark_path("train_vanilla_rm", "{backbone}/layer{layer}")
+        benchmark_path("train_vanilla_rm", "{backbone}/layer{layer}{seed_suffix}")
     conda:
         ENVS / "torch.yaml"
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=result_keys(
-            config,
-            "reward_model",
-            drop=["head_input", "head_init", *unused_train_layers_keys()],
+        reward_model=training_params(
+            drop=["head_input", "head_init", *unused_train_layers_keys()]
         ),
     script:
         "../../scripts/train_reward_model.py"

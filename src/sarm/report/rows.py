@@ -1,7 +1,9 @@
 """Which result files make each reproduced row of Tables 1-3 and each side of the comparisons table.
 
 A row reads its model's rewardbench2.json (the scores), rewards.parquet (per-completion rewards, for the
-bootstrap) and, when the model's encoder is a pretrained SAE, that SAE's metrics.json. Standard library
+bootstrap) and, when the model's encoder is a pretrained SAE, that SAE's metrics.json. A row of Table 1 or 2
+also reads the rewardbench2.json of each further training seed of its model (`further_seeds`, only when
+tables.seeds > 1, so that single-seed rows and their rule's params stay as they were). Standard library
 and `sarm.config` / `sarm.paths` only: the Snakefile imports this module while it builds the DAG.
 """
 
@@ -13,6 +15,7 @@ from sarm.config import (
     RewardModelRun,
     comparisons,
     experiment_run,
+    further_seed_runs,
     run_label,
     sweep_runs,
     table_entries,
@@ -50,20 +53,27 @@ def result_rows(config: dict[str, Any], table: str) -> list[dict[str, Any]]:
                 }
             )
         return rows
-    rows = [
-        {"label": name, **run_files(experiment_run(config, name)), "reported_as": reported_as}
-        for name, reported_as in table_entries(config, table)
-    ]
+    rows = []
+    for name, reported_as in table_entries(config, table):
+        run = experiment_run(config, name)
+        rows.append({"label": name, **run_files(run), "reported_as": reported_as, **seed_files(config, run)})
     if table == "table1":
         for spec in config["tables"]["table1"].get("vanilla", []):
             run = vanilla_run(config, spec)
-            rows.append({"label": run_label(spec, run), **run_files(run)})
+            rows.append({"label": run_label(spec, run), **run_files(run), **seed_files(config, run)})
     return rows
+
+
+def seed_files(config: dict[str, Any], run: RewardModelRun) -> dict[str, list[str]]:
+    """`further_seeds`: the scores of `run` trained with each further seed; nothing with one seed."""
+    paths = [run_files(seeded)["path"] for seeded in further_seed_runs(config, run)]
+    return {"further_seeds": paths} if paths else {}
 
 
 def input_files(rows: list[dict[str, Any]]) -> list[str]:
     """Every file the rows read, each once (the rule's inputs)."""
     paths = [row[key] for row in rows for key in ("path", "rewards", "sae_metrics") if row.get(key)]
+    paths += [path for row in rows for path in row.get("further_seeds", [])]
     return list(dict.fromkeys(paths))
 
 

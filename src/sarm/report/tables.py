@@ -14,6 +14,15 @@ import pandas as pd
 from sarm.data.rewardbench2 import SUBSETS
 from sarm.report.bootstrap import BootstrapConfig, score_estimates
 from sarm.report.sae_metrics import SAE_COLUMNS, empty_sae_columns, read_sae_metrics
+from sarm.report.seeds import (
+    SEED_COLUMNS,
+    SEED_SUMMARY,
+    empty_seed_columns,
+    seed_spread,
+    seed_summary,
+    shown_in_place_of_seed_columns,
+    typed_seed_columns,
+)
 from sarm.runtime import write_text_atomic
 
 SCORE_COLUMNS = ("Overall", *SUBSETS)
@@ -62,7 +71,8 @@ class ResultRow:
 
     `rewards` (the evaluation's per-completion rewards.parquet) gives the row its bootstrap intervals, and
     `sae_metrics` (the metrics.json of the SAE the model's encoder is) its SAE columns; without them those
-    cells stay blank.
+    cells stay blank. `further_seeds` (the rewardbench2.json of the same model trained with each further
+    seed; `path` is the first seed's) gives the row its spread of Overall over seeds (`sarm.report.seeds`).
     """
 
     label: str
@@ -73,11 +83,16 @@ class ResultRow:
     size: str = ""
     rewards: Path | None = None
     sae_metrics: Path | None = None
+    further_seeds: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("path", "rewards", "sae_metrics"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
+        seeds = tuple(Path(path) for path in self.further_seeds)
+        if len({self.path, *seeds}) != 1 + len(seeds):
+            raise ValueError(f"row {self.label!r}: a seed's scores are listed twice ({self.path}, {seeds})")
+        object.__setattr__(self, "further_seeds", seeds)
 
 
 def read_rewardbench2(path: str | Path) -> dict[str, float]:
@@ -197,6 +212,7 @@ def results_table(
             )
     if table == "table3":
         return _sweep_table(rows, paper, bootstrap)
+    columns = _with_seed_columns(TABLE_COLUMNS) if _has_seed_spread(rows) else list(TABLE_COLUMNS)
     # Paper order is kept; each of our rows goes just above the paper row it reproduces, the rest at the end.
     position = dict(zip(paper["model"], paper.index, strict=True))
     keyed = [
@@ -205,14 +221,24 @@ def results_table(
     ]
     keyed += [((index, 1, 0), _reported_record(entry)) for index, entry in paper.iterrows()]
     keyed.sort(key=lambda pair: pair[0])
-    return _typed(pd.DataFrame([record for _, record in keyed], columns=list(TABLE_COLUMNS)))
+    return _typed(pd.DataFrame([record for _, record in keyed], columns=columns))
+
+
+def _has_seed_spread(rows: Sequence[ResultRow]) -> bool:
+    return any(row.further_seeds for row in rows)
+
+
+def _with_seed_columns(columns: Sequence[str]) -> list[str]:
+    """`columns` with the seed columns right after Overall and its interval."""
+    after = list(columns).index(f"Overall{HIGH}") + 1
+    return [*columns[:after], *SEED_COLUMNS, *columns[after:]]
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     # The SAE numbers stay numeric columns (right-aligned, NaN when blank) even when no row has an SAE.
     for column in SAE_NUMBER_COLUMNS:
         frame[column] = frame[column].astype(float)
-    return frame
+    return typed_seed_columns(frame)
 
 
 def _reproduced_record(row: ResultRow, bootstrap: BootstrapConfig) -> dict:
@@ -229,7 +255,16 @@ def _reproduced_record(row: ResultRow, bootstrap: BootstrapConfig) -> dict:
                 record[f"{column}{LOW}"] = 100.0 * estimates[column].low
                 record[f"{column}{HIGH}"] = 100.0 * estimates[column].high
     record.update(read_sae_metrics(row.sae_metrics) if row.sae_metrics is not None else empty_sae_columns())
+    record.update(_seed_columns(row, scores["Overall"]))
     return record
+
+
+def _seed_columns(row: ResultRow, first_overall: float) -> dict[str, float]:
+    """The spread of Overall (x100) over the row's seeds: the first seed's, then each further seed's."""
+    if not row.further_seeds:
+        return empty_seed_columns()
+    overall = [first_overall] + [read_rewardbench2(path)["Overall"] for path in row.further_seeds]
+    return seed_spread([100.0 * value for value in overall])
 
 
 def check_same_evaluation(
@@ -256,6 +291,7 @@ def _reported_record(entry: pd.Series) -> dict:
     record.update({column: float(entry[column]) for column in SCORE_COLUMNS})
     record.update(dict.fromkeys(INTERVAL_COLUMNS, math.nan))
     record.update(empty_sae_columns())
+    record.update(empty_seed_columns())
     return record
 
 
@@ -270,6 +306,8 @@ def _sweep_table(rows: Sequence[ResultRow], paper: pd.DataFrame, bootstrap: Boot
             )
         if row.sweep_value is None:
             raise ValueError(f"row {row.label!r}: sweep_value is required for table3")
+        if row.further_seeds:
+            raise ValueError(f"row {row.label!r}: Table 3's sweep rows train one seed, got further seeds")
         anchor = row.sweep_value
         if row.reported_as is not None:
             if paper_kind[row.reported_as] != row.sweep:
@@ -371,14 +409,15 @@ def write_table(
 
     A column `X` with columns `X_lo` / `X_hi` is shown with its interval: in Markdown as `X ± half the
     interval's width` (`intervals="pm"`) or `X [lo, hi]` (`"bounds"`), in LaTeX as `$X_{lo}^{hi}$`; the
-    CSV keeps the three columns.
+    CSV keeps the three columns. The seed columns (`sarm.report.seeds`) are shown as one, "mean ± sd (n
+    seeds)"; the CSV keeps each.
     """
     if intervals not in INTERVAL_STYLES:
         raise ValueError(f"intervals must be one of {', '.join(INTERVAL_STYLES)}, got {intervals!r}")
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     shown = _shown_columns(df)
-    numeric = [pd.api.types.is_numeric_dtype(df[column]) for column in shown]
+    numeric = [column == SEED_SUMMARY or pd.api.types.is_numeric_dtype(df[column]) for column in shown]
     rows = [row for _, row in df.iterrows()]
     markdown_cells = [[_cell(row, column, decimals, intervals) for column in shown] for row in rows]
     latex_cells = [[_cell(row, column, decimals, "latex") for column in shown] for row in rows]
@@ -396,15 +435,19 @@ def write_table(
 
 
 def _shown_columns(df: pd.DataFrame) -> list[str]:
-    """The columns of the Markdown / LaTeX tables: interval bounds go into their score's cell."""
-    return [
+    """The columns of the Markdown / LaTeX tables: interval bounds go into their score's cell, the seed
+    columns into one."""
+    columns = [
         column
         for column in df.columns
         if not (str(column).endswith((LOW, HIGH)) and str(column)[: -len(LOW)] in df.columns)
     ]
+    return shown_in_place_of_seed_columns(columns)
 
 
 def _cell(row: pd.Series, column: str, decimals: int, style: str) -> str:
+    if column == SEED_SUMMARY:
+        return seed_summary(row, decimals, latex=style == "latex")
     text = _format_cell(column, row[column], decimals)
     low, high = row.get(f"{column}{LOW}"), row.get(f"{column}{HIGH}")
     has_interval = bool(text) and low is not None and high is not None and not (pd.isna(low) or pd.isna(high))
