@@ -1,4 +1,6 @@
-"""Two torchrun processes (gloo, CPU) train the same reward model as one process does."""
+"""Two torchrun processes (gloo, CPU) with `sharding: ddp` (every process holds the whole model) train the
+same reward model as one process does. The sharded default, fsdp, has its own tests (test_fsdp.py,
+test_launch.py)."""
 
 import os
 import subprocess
@@ -35,7 +37,14 @@ DRIVER = textwrap.dedent(
     train_reward_model(model, tokenize_pairs(load_tokenizer(source), pairs()), BTTrainConfig(**CONFIG), out_dir)
     """
 )
-CONFIG = {"lr": 1e-2, "epochs": 2, "global_batch": 4, "micro_batch": 1, "weight_decay": 0.01}
+CONFIG = {
+    "lr": 1e-2,
+    "epochs": 2,
+    "global_batch": 4,
+    "micro_batch": 1,
+    "weight_decay": 0.01,
+    "sharding": "ddp",
+}
 
 
 def pairs() -> list[PreferencePair]:

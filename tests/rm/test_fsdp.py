@@ -23,7 +23,7 @@ from sarm.sae.model import SAEConfig, TopKSAE
 
 from .test_distributed import CONFIG, pairs
 
-# Same reward model, data and hyperparameters as the DDP test; sharded, with activation checkpointing.
+# Same reward model, data and hyperparameters as the DDP test, sharded instead, with activation checkpointing.
 SHARDED = {**CONFIG, "sharding": "fsdp", "activation_checkpointing": True, "checkpoint_every": 1}
 # Agreement of 2 sharded processes with 1 process (float32 on CPU): per-step loss and final weights.
 LOSS_TOLERANCE = 1e-5
