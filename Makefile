@@ -13,5 +13,7 @@ $(STAMP): scripts/setup_env.sh requirements.txt requirements-dev.txt pyproject.t
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --profile profiles/demo all
 
+# Two pytest-xdist workers; --dist loadfile keeps each test file on one worker, so a module's fixtures (the
+# tiny workflow run of tests/test_workflow_e2e.py) are built once.
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile

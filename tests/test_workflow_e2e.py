@@ -1,10 +1,8 @@
 """The real workflow, end to end, on the tiny Llama and a slice of the bundled demo data."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -12,18 +10,21 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from sarm.backbone import load_tokenizer
-from sarm.data.chat import tokenize_conversations
 from sarm.data.rewardbench2 import load_rewardbench2
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.paths import ACTIVATIONS
-from sarm.rm.models import load_reward_model
 from sarm.sae.model import TopKSAE
 from sarm.sae.train import SAETrainConfig
 
-from .conftest import REPO, snakemake_command
-from .slurm_utils import needs_slurm, run_on_slurm
-from .tiny_workflow import make_workdir, tiny_config, workflow_args
+from .conftest import REPO
+from .tiny_workflow import (
+    CHECKED_PROMPTS,
+    make_workdir,
+    rewards_one_by_one,
+    snakemake,
+    tiny_config,
+    written_rewards,
+)
 
 pytestmark = pytest.mark.slow
 SARM_DIR = "results/tiny/layer2/rm/sarm_sequence_m128_k4"
@@ -34,14 +35,6 @@ SAE_DIR = "results/tiny/layer2/sequence/sae_m128_k4"
 # rows, while the token-level SAE (~11,400 rows per epoch, 3,560 steps in 10 epochs: the workflow's
 # longest job) stops after as many samples as the SAEs the tests read.
 SAE_TRAINING = {"lr": 0.005, "max_samples": 2680}
-OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-
-
-def snakemake(workdir, config_path, *args, timeout=900):
-    command = snakemake_command(*workflow_args(workdir, config_path), "--cores", "2", *args)
-    result = subprocess.run(command, capture_output=True, text=True, env=OFFLINE, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -171,36 +164,6 @@ def test_other_steering_domains_rerun_the_rmbench_cache_but_no_other(tiny_run, t
     assert "output: results/tiny/final_states/rmbench.safetensors" in output
 
 
-# Every 8th RewardBench 2 prompt (42 prompts, each subset) is scored one conversation at a time: a
-# tiny-Llama forward pass costs ~15 ms on one thread (tests/conftest.py), so all 1,436 completions would
-# take ~20 s per model.
-CHECKED_PROMPTS = slice(None, None, 8)
-
-
-def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
-    """Each completion's reward from `load_reward_model`, one unpadded conversation at a time."""
-    model = load_reward_model(model_dir, device="cpu", dtype=torch.float32)
-    tokenizer = load_tokenizer(str(backbone))
-    settings = tiny_config(backbone)["reward_model"]
-    rewards = []
-    with torch.no_grad():
-        for prompt in prompts:
-            for index in range(len(prompt.completions)):
-                (ids,) = tokenize_conversations(
-                    tokenizer, [prompt.conversation(index)], settings["max_length"]
-                )
-                input_ids = torch.tensor([ids])
-                rewards.append(model(input_ids, torch.ones_like(input_ids)).item())
-    return rewards
-
-
-def written_rewards(model_dir, prompts) -> list[float]:
-    """The rewards evaluation wrote for these prompts' completions, in the same order."""
-    table = pd.read_parquet(model_dir / "rewards.parquet").set_index(["id", "completion_index"])
-    keys = [(str(p.id), i) for p in prompts for i in range(len(p.completions))]
-    return table.loc[keys, "reward"].tolist()
-
-
 def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_path):
     """train_backbone: true (the paper): layers 0..l-1 and the head train on tokenized pairs, and the
     evaluation and the steering score text with the trained layers. Run on a copy of the tiny run, so the sentences,
@@ -229,41 +192,6 @@ def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_p
             assert not torch.equal(decoder[name], source[f"model.{name}"]), (model_dir.name, name)
         written = written_rewards(model_dir, prompts)
         assert written == pytest.approx(rewards_one_by_one(model_dir, tiny_backbone, prompts), abs=1e-4)
-
-
-def test_top_layers_mode_trains_and_evaluates_from_per_token_states(tiny_backbone, tmp_path):
-    """train_layers: 1 on the layer-2 vanilla RM: layer 1 trains on states cached at layer 1, only it is
-    stored, and the RewardBench 2 rewards scored from the cache equal scoring text with the loaded model."""
-    config = tiny_config(tiny_backbone)
-    config["reward_model"].update(train_backbone=True, train_layers=1, epochs=1, micro_batch=8, lr=0.01)
-    config_path = make_workdir(tmp_path, tiny_backbone, config)
-    model_dir = tmp_path / "results/tiny/layer2/rm/vanilla"
-    snakemake(tmp_path, config_path, str(model_dir.relative_to(tmp_path) / "rewardbench2.json"))
-    for dataset in ("preferences", "rewardbench2"):
-        assert (tmp_path / f"results/tiny/token_states/layer1/{dataset}.safetensors").is_file()
-    source = load_file(tiny_backbone / "model.safetensors")
-    stored = load_file(model_dir / "reward_model.safetensors")
-    decoder = {name.removeprefix("decoder."): v for name, v in stored.items() if name.startswith("decoder.")}
-    assert decoder and all(name.startswith("layers.1.") for name in decoder)
-    name = "layers.1.mlp.up_proj.weight"
-    assert not torch.equal(decoder[name], source[f"model.{name}"])
-    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))[CHECKED_PROMPTS]
-    written = written_rewards(model_dir, prompts)
-    assert written == pytest.approx(rewards_one_by_one(model_dir, tiny_backbone, prompts), abs=1e-4)
-
-
-@needs_slurm
-def test_a_rule_of_the_workflow_runs_as_a_slurm_job(tiny_backbone, tmp_path):
-    """The real Snakefile through the SLURM profile, on one cheap rule: the computation itself is covered
-    by the local runs above, the profile's resources by tests/test_slurm_cluster.py."""
-    config_path = make_workdir(tmp_path, tiny_backbone)
-    target = "results/tiny/sentences/part0.parquet"
-    run = run_on_slurm(tmp_path, *workflow_args(tmp_path, config_path), target, timeout=300)
-    assert run.returncode == 0, run.summary()
-    assert len(run.job_ids) == 1, run.summary()  # split_sentences, which writes every part at once
-    assert (tmp_path / target).stat().st_size > 0
-    log = (tmp_path / "results/logs/split_sentences/tiny.log").read_text()
-    assert re.findall(r"SLURM_JOB_ID=(\d+)", log) == [str(run.job_ids[0])], log[-2000:]
 
 
 def test_report_holds_the_tables_and_figures(tiny_run):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
+import pandas as pd
+import torch
 import yaml
 
-from .conftest import REPO
+from sarm.backbone import load_tokenizer
+from sarm.data.chat import tokenize_conversations
+from sarm.rm.models import load_reward_model
+
+from .conftest import REPO, snakemake_command
+
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def tiny_config(backbone: Path) -> dict:
@@ -107,3 +117,40 @@ def workflow_args(workdir: Path, config_path: Path) -> list[str]:
         str(config_path),
         "--replace-workflow-config",
     ]
+
+
+def snakemake(workdir, config_path, *args, timeout=900):
+    command = snakemake_command(*workflow_args(workdir, config_path), "--cores", "2", *args)
+    result = subprocess.run(command, capture_output=True, text=True, env=OFFLINE, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+# Every 8th RewardBench 2 prompt (42 prompts, each subset) is scored one conversation at a time: a
+# tiny-Llama forward pass costs ~15 ms on one thread (tests/conftest.py), so all 1,436 completions would
+# take ~20 s per model.
+CHECKED_PROMPTS = slice(None, None, 8)
+
+
+def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
+    """Each completion's reward from `load_reward_model`, one unpadded conversation at a time."""
+    model = load_reward_model(model_dir, device="cpu", dtype=torch.float32)
+    tokenizer = load_tokenizer(str(backbone))
+    settings = tiny_config(backbone)["reward_model"]
+    rewards = []
+    with torch.no_grad():
+        for prompt in prompts:
+            for index in range(len(prompt.completions)):
+                (ids,) = tokenize_conversations(
+                    tokenizer, [prompt.conversation(index)], settings["max_length"]
+                )
+                input_ids = torch.tensor([ids])
+                rewards.append(model(input_ids, torch.ones_like(input_ids)).item())
+    return rewards
+
+
+def written_rewards(model_dir, prompts) -> list[float]:
+    """The rewards evaluation wrote for these prompts' completions, in the same order."""
+    table = pd.read_parquet(model_dir / "rewards.parquet").set_index(["id", "completion_index"])
+    keys = [(str(p.id), i) for p in prompts for i in range(len(p.completions))]
+    return table.loc[keys, "reward"].tolist()
