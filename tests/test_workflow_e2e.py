@@ -18,12 +18,10 @@ from sarm.sae.train import SAETrainConfig
 
 from .conftest import REPO
 from .tiny_workflow import (
-    CHECKED_PROMPTS,
     make_workdir,
     rewards_one_by_one,
     snakemake,
     tiny_config,
-    written_rewards,
 )
 
 pytestmark = pytest.mark.slow
@@ -180,7 +178,7 @@ def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_p
     scored = pd.read_parquet(workdir / SARM_DIR / "rewards.parquet")["reward"]
     assert before.tolist() == pytest.approx(scored.tolist(), abs=1e-4)  # the trained model's own rewards
     source = load_file(tiny_backbone / "model.safetensors")
-    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))[CHECKED_PROMPTS]
+    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
     for model_dir in (workdir / target.removesuffix("/rewardbench2.json") for target in targets):
         stored = load_file(model_dir / "reward_model.safetensors")
         decoder = {
@@ -190,7 +188,7 @@ def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_p
         for layer in (0, 1):  # both layers below the reward model's layer 2 were trained
             name = f"layers.{layer}.mlp.up_proj.weight"
             assert not torch.equal(decoder[name], source[f"model.{name}"]), (model_dir.name, name)
-        written = written_rewards(model_dir, prompts)
+        written = pd.read_parquet(model_dir / "rewards.parquet")["reward"].tolist()
         assert written == pytest.approx(rewards_one_by_one(model_dir, tiny_backbone, prompts), abs=1e-4)
 
 

@@ -4,6 +4,7 @@ beside that run."""
 
 import re
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,13 +14,11 @@ from sarm.data.rewardbench2 import load_rewardbench2
 from .conftest import REPO
 from .slurm_utils import needs_slurm, run_on_slurm
 from .tiny_workflow import (
-    CHECKED_PROMPTS,
     make_workdir,
     rewards_one_by_one,
     snakemake,
     tiny_config,
     workflow_args,
-    written_rewards,
 )
 
 pytestmark = pytest.mark.slow
@@ -41,8 +40,8 @@ def test_top_layers_mode_trains_and_evaluates_from_per_token_states(tiny_backbon
     assert decoder and all(name.startswith("layers.1.") for name in decoder)
     name = "layers.1.mlp.up_proj.weight"
     assert not torch.equal(decoder[name], source[f"model.{name}"])
-    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))[CHECKED_PROMPTS]
-    written = written_rewards(model_dir, prompts)
+    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
+    written = pd.read_parquet(model_dir / "rewards.parquet")["reward"].tolist()
     assert written == pytest.approx(rewards_one_by_one(model_dir, tiny_backbone, prompts), abs=1e-4)
 
 

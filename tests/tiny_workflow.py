@@ -6,7 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import torch
 import yaml
 
@@ -126,12 +125,6 @@ def snakemake(workdir, config_path, *args, timeout=900):
     return result.stdout + result.stderr
 
 
-# Every 8th RewardBench 2 prompt (42 prompts, each subset) is scored one conversation at a time: a
-# tiny-Llama forward pass costs ~15 ms on one thread (tests/conftest.py), so all 1,436 completions would
-# take ~20 s per model.
-CHECKED_PROMPTS = slice(None, None, 8)
-
-
 def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
     """Each completion's reward from `load_reward_model`, one unpadded conversation at a time."""
     model = load_reward_model(model_dir, device="cpu", dtype=torch.float32)
@@ -147,10 +140,3 @@ def rewards_one_by_one(model_dir, backbone, prompts) -> list[float]:
                 input_ids = torch.tensor([ids])
                 rewards.append(model(input_ids, torch.ones_like(input_ids)).item())
     return rewards
-
-
-def written_rewards(model_dir, prompts) -> list[float]:
-    """The rewards evaluation wrote for these prompts' completions, in the same order."""
-    table = pd.read_parquet(model_dir / "rewards.parquet").set_index(["id", "completion_index"])
-    keys = [(str(p.id), i) for p in prompts for i in range(len(p.completions))]
-    return table.loc[keys, "reward"].tolist()
