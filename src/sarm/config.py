@@ -368,6 +368,19 @@ def all_further_seed_runs(config: dict[str, Any]) -> list[RewardModelRun]:
     return [seeded for run in rows for seeded in further_seed_runs(config, run)]
 
 
+def workflow_runs(config: dict[str, Any]) -> list[RewardModelRun]:
+    """Every reward model the workflow trains, each once: the rows of Tables 1-3, the interpreted and the
+    steered experiment, and the further training seeds of the Table 1 and 2 models. The DAG
+    (workflow/rules/common.smk) and `sarm plan` both read this list."""
+    names = [name for t in ("table1", "table2") for name, _ in table_entries(config, t)]
+    names += [config[stage]["experiment"] for stage in ("interpret", "steering") if stage in config]
+    runs = [experiment_run(config, name) for name in names]
+    runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
+    runs += [run for _, _, run in sweep_runs(config)]
+    runs += all_further_seed_runs(config)
+    return list(dict.fromkeys(runs))
+
+
 def compared_run(config: dict[str, Any], side: str | dict[str, Any], key: str) -> RewardModelRun:
     """The reward model one side of a comparison names: an experiment, or {backbone, layer} for a vanilla RM."""
     if isinstance(side, str):

@@ -19,15 +19,7 @@ from typing import Any
 
 import yaml
 
-from sarm.config import (
-    RewardModelRun,
-    all_further_seed_runs,
-    experiment_run,
-    sweep_runs,
-    table_entries,
-    validate_config,
-    vanilla_run,
-)
+from sarm.config import experiment_run, validate_config, workflow_runs
 
 GB = 1e9
 
@@ -111,18 +103,6 @@ class Job:
         return self.gpu_hours(gpu, mfu) / max(self.count, 1) / max(self.gpus, 1)
 
 
-def table_runs(config: dict) -> list[RewardModelRun]:
-    """Every reward model of the config's tables and figures, each once, with the further training seeds
-    of the Table 1 and 2 models (as workflow/rules/common.smk)."""
-    names = [name for t in ("table1", "table2") for name, _ in table_entries(config, t)]
-    names += [config[stage]["experiment"] for stage in ("interpret", "steering") if stage in config]
-    runs = [experiment_run(config, name) for name in names]
-    runs += [vanilla_run(config, spec) for spec in config["tables"]["table1"].get("vanilla", [])]
-    runs += [run for _, _, run in sweep_runs(config)]
-    runs += all_further_seed_runs(config)
-    return list(dict.fromkeys(runs))
-
-
 def _rm_strategy(config: dict) -> dict[str, Any]:
     rm = config["reward_model"]
     return {
@@ -140,7 +120,7 @@ def plan_jobs(config: dict, profile: dict) -> list[Job]:
     """The GPU-relevant jobs of the config's DAG, with their arithmetic."""
     a = ASSUMPTIONS
     jobs: list[Job] = []
-    runs = table_runs(config)
+    runs = workflow_runs(config)
     sampling, sae_cfg, rm = config["sampling"], config["sae"], config["reward_model"]
     parts = sampling["parts"]
     sentences = config["data"]["corpus"].get("sentences", 50_000_000)

@@ -4,14 +4,13 @@ from functools import cache
 from pathlib import Path
 
 from sarm.config import (
-    all_further_seed_runs,
     check_explainer_once as check_explainer,
     experiment_run,
     further_seed_runs,
     sweep_runs,
     table_entries,
     validate_config,
-    vanilla_run,
+    workflow_runs,
 )
 from sarm.download import DOWNLOADED, configure_environment, hub_sources
 from sarm.params import only, result_keys, with_seed
@@ -85,20 +84,8 @@ def token_states_layer(wildcards):
 
 @cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
 def table_runs():
-    """Every reward model a table or figure needs, each once (shared sweep points coincide), with the
-    further training seeds of the Table 1 and 2 models."""
-    tables = config["tables"]
-    names = [name for t in ("table1", "table2") for name, _ in table_entries(config, t)]
-    names += [
-        config[stage]["experiment"]
-        for stage in ("interpret", "steering")
-        if stage in config
-    ]
-    runs = [experiment_run(config, name) for name in names]
-    runs += [vanilla_run(config, spec) for spec in tables["table1"].get("vanilla", [])]
-    runs += [run for _, _, run in sweep_runs(config)]
-    runs += all_further_seed_runs(config)
-    return tuple(dict.fromkeys(runs))
+    """Every reward model the workflow trains, each once (sarm.config.workflow_runs)."""
+    return tuple(workflow_runs(config))
 
 
 def training_params(drop):
