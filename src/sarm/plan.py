@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from sarm.config import experiment_run, validate_config, workflow_runs
+from sarm.config import experiment_run, training_settings, validate_config, workflow_runs
 
 GB = 1e9
 
@@ -197,19 +197,26 @@ def plan_jobs(config: dict, profile: dict) -> list[Job]:
     # Reward models.
     strategy = _rm_strategy(config)
     pairs = config["data"]["preferences"].get("limit") or a["preference_pairs"]
-    train_tokens = rm["epochs"] * pairs * (1 - rm["heldout_fraction"]) * 2 * a["mean_conversation_tokens"]
     for run in runs:
+        training = training_settings(config, run.sweep)
+        train_tokens = (
+            training["epochs"]
+            * pairs
+            * (1 - training["heldout_fraction"])
+            * 2
+            * a["mean_conversation_tokens"]
+        )
         arch = backbone_arch(config["backbones"][run.backbone])
         embedding, decoder = arch.params_up_to(run.layer)
         sae_params = 0 if run.encoder == "vanilla" else run.latents * arch.hidden + run.latents
         head = arch.hidden if run.encoder == "vanilla" else run.latents
         rule = "train_vanilla_rm" if run.encoder == "vanilla" else "train_sarm"
         gpus = _profile_gpus(profile, rule)
-        if rm["train_backbone"]:
-            trainable = embedding + decoder + head + (sae_params if rm.get("recon_coef", 0) > 0 else 0)
+        if training["train_backbone"]:
+            trainable = embedding + decoder + head + (sae_params if training.get("recon_coef", 0) > 0 else 0)
             frozen = embedding + decoder + sae_params + head - trainable
             peak, host = reward_model_memory(
-                arch, run.layer, trainable, frozen, embedding + sae_params + head, rm, strategy, gpus
+                arch, run.layer, trainable, frozen, embedding + sae_params + head, training, strategy, gpus
             )
             attention = 2 * run.layer * a["mean_conversation_tokens"] * arch.hidden
             per_token = 2 * decoder / 1 + attention + 2 * (sae_params + head)
@@ -223,7 +230,7 @@ def plan_jobs(config: dict, profile: dict) -> list[Job]:
                 16.0,
                 6 * (sae_params + head) * train_tokens / a["mean_conversation_tokens"],
             )
-            note = ["head on cached final-token states (cache_final_states not priced)"]
+            note = ["head on cached final-token states (cache_states not priced)"]
         jobs.append(
             Job(
                 rule,

@@ -176,7 +176,7 @@ def test_cached_states_give_the_rewards_of_a_backbone_pass(
     source, tiny_sarm, tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
 ):
     """The workflow's frozen-backbone path: states cached by `final_token_states` from the source backbone
-    (as the rule cache_final_states stores them) give the rewards, s_i and choice of a pass of the model.
+    (as the rule cache_states stores them) give the rewards, s_i and choice of a pass of the model.
     RM-Bench holds items of other domains before, between and after the safety ones."""
     config = SteeringConfig(source=source, max_length=128)
     cache = _cache(tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, config.domains)
@@ -215,9 +215,35 @@ def test_cached_states_are_refused_for_a_model_that_trained_its_backbone(
     items = load_dataset_spec("rmbench", rmbench_file)
     trained = copy.deepcopy(tiny_sarm)
     trained.trained_parts = {"head", "backbone"}
-    with pytest.raises(ValueError, match="trained its backbone"):
+    with pytest.raises(ValueError, match="trained every backbone layer"):
         run_steering(trained, items, benchmark, SteeringConfig(), cached=cache)
     run_steering(trained, items, benchmark, SteeringConfig(), tokenizer=tokenizer)  # its own backbone: fine
+
+
+def test_a_model_that_trained_its_top_layer_is_steered_from_the_per_token_cache(
+    tiny_sarm, tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path
+):
+    """train_layers 1: the cached states below the trained layer, run through it, give the rewards, s_i and
+    choice of a pass of the model's own backbone."""
+    trained = copy.deepcopy(tiny_sarm).cpu()
+    with torch.no_grad():  # the trained layer differs from the source backbone's
+        for parameter in trained.decoder.layers[1].parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    trained.trained_parts, trained.first_trained_layer = {"head", "backbone"}, 1
+    config = SteeringConfig(max_length=128)
+    cache = _cache(
+        tiny_backbone, tokenizer, rmbench_file, benchmark, tmp_path, config.domains, token_layers=[1]
+    )
+    items = load_dataset_spec("rmbench", rmbench_file)
+    backbone = run_steering(trained, items, benchmark, config, tokenizer=tokenizer)
+    cached = run_steering(trained, items, benchmark, config, cached=cache)
+    untrained = run_steering(tiny_sarm.cpu(), items, benchmark, config, tokenizer=tokenizer)
+    assert cached.summary["feature"] == backbone.summary["feature"]
+    for column in ("reward_before", "reward_after", "feature_activation"):
+        torch.testing.assert_close(
+            torch.tensor(cached.rewards[column]), torch.tensor(backbone.rewards[column]), atol=1e-5, rtol=1e-5
+        )
+    assert not np.allclose(untrained.rewards["reward_before"], cached.rewards["reward_before"], atol=1e-4)
 
 
 def test_cached_states_of_other_data_are_refused(
@@ -244,8 +270,11 @@ def test_cached_states_of_other_data_are_refused(
         cached_states(tiny_sarm, items, benchmark, config, cache.rewardbench2, every_domain)
 
 
-def _cache(backbone, tokenizer, rmbench_spec, benchmark, out: Path, domains) -> CachedStatePaths:
-    """What cache_final_states writes for the datasets rewardbench2 and rmbench, at the tiny SARM's layer."""
+def _cache(
+    backbone, tokenizer, rmbench_spec, benchmark, out: Path, domains, token_layers=()
+) -> CachedStatePaths:
+    """What cache_states writes for the datasets rewardbench2 and rmbench, at the tiny SARM's layer (and
+    every token's state at `token_layers`)."""
     decoder = _decoder(str(backbone))
     paths = {}
     for name, conversations in (
@@ -253,7 +282,9 @@ def _cache(backbone, tokenizer, rmbench_spec, benchmark, out: Path, domains) -> 
         ("rmbench", dataset_conversations("rmbench", rmbench_spec, steering_domains=domains)),
     ):
         paths[name] = out / f"{name}.safetensors"
-        final_token_states(decoder, tokenizer, conversations, [2], 64, paths[name], max_length=128)
+        final_token_states(
+            decoder, tokenizer, conversations, [2], 64, paths[name], max_length=128, token_layers=token_layers
+        )
     return CachedStatePaths(**paths)
 
 

@@ -17,9 +17,10 @@ from sarm.data.specs import load_dataset_spec
 from sarm.eval.score import score_completions, score_completions_from_token_states
 from sarm.rm import launch
 from sarm.rm.bradley_terry import BTTrainConfig, train_reward_model
+from sarm.rm.final_states import final_token_states, load_final_token_states
 from sarm.rm.models import build_sarm, load_reward_model
 from sarm.rm.pairs import TokenStatePairs, pair_conversations, tokenize_pairs
-from sarm.rm.token_states import cache_token_states, load_token_states
+from sarm.rm.token_states import load_token_states
 from sarm.rm.train_layers import first_trained_layer
 from sarm.runtime import Preempted
 from sarm.sae.model import SAEConfig, TopKSAE
@@ -28,6 +29,14 @@ from tests.rm.test_bradley_terry import toy_pairs
 
 LAYER, N = 3, 2  # the tiny Llama has 4 layers: read layer 3, train layers 1 and 2, cache at layer 1
 START = LAYER - N
+
+
+def cache_token_states(decoder, tokenizer, conversations, batch_tokens, out, **kwargs):
+    """Every token's state after all layers of `decoder`, as the rule cache_states stores it."""
+    depth = decoder.config.num_hidden_layers
+    return final_token_states(
+        decoder, tokenizer, conversations, [], batch_tokens, out, token_layers=[depth], **kwargs
+    )
 
 
 def sarm(source):
@@ -86,6 +95,31 @@ def test_cached_states_are_every_tokens_state_at_the_layer(tiny_backbone, cached
     assert data.states.lengths() == lengths and len(set(lengths)) > 1
     for i, length in enumerate(lengths):
         assert torch.allclose(data.states.sequence(i), expected[i, :length], atol=1e-5)
+
+
+def test_one_pass_caches_final_token_states_and_every_tokens_state(tiny_backbone, cached, tmp_path):
+    pairs, data, _ = cached
+    decoder, tokenizer = load_decoder(str(tiny_backbone), LAYER + 1), load_tokenizer(str(tiny_backbone))
+    conversations = pair_conversations(pairs)
+    both = final_token_states(
+        decoder,
+        tokenizer,
+        conversations,
+        [LAYER, LAYER + 1],
+        200,
+        tmp_path / "both.safetensors",
+        token_layers=[START],
+    )
+    finals_only = final_token_states(
+        decoder, tokenizer, conversations, [LAYER, LAYER + 1], 200, tmp_path / "finals.safetensors"
+    )
+    for layer in (LAYER, LAYER + 1):
+        assert torch.equal(load_final_token_states(both, layer), load_final_token_states(finals_only, layer))
+    tokens = load_token_states(both, START)
+    assert torch.equal(tokens.offsets, data.states.offsets)
+    assert torch.allclose(tokens.states, data.states.states, atol=1e-5)
+    with pytest.raises(ValueError, match="holds no per-token states of layer 2"):
+        load_token_states(both, START + 1)
 
 
 def test_loaded_full_backbone_gives_the_rewards_of_the_cached_state_path(tiny_backbone, cached, trained):
@@ -283,5 +317,5 @@ def test_states_of_another_layer_are_refused(tiny_backbone, cached, tmp_path):
         train_reward_model(
             sarm(tiny_backbone), cached[1], BTTrainConfig(**{**CFG, "train_layers": 1}), tmp_path
         )
-    with pytest.raises(ValueError, match="does not hold per-token states of layer 2"):
+    with pytest.raises(ValueError, match="holds no per-token states of layer 2"):
         load_token_states(cached[2], 2)

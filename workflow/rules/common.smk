@@ -9,6 +9,8 @@ from sarm.config import (
     further_seed_runs,
     sweep_runs,
     table_entries,
+    top_layers_start,
+    training_settings,
     validate_config,
     workflow_runs,
 )
@@ -23,7 +25,7 @@ from sarm.paths import (
     COMPARISONS,
     CONVERTED_BACKBONE,
     EXPLAINER_CACHE,
-    FINAL_STATES,
+    CACHED_STATES,
     INTERPRET_DIR,
     REWARD_MODEL_DIR,
     REWARD_MODEL_NAME,
@@ -35,7 +37,6 @@ from sarm.paths import (
     STEERING_DIR,
     SWEEP_PLOT,
     TABLE,
-    TOKEN_STATES,
     VANILLA_DIR,
     activations_at,
     benchmark_path,
@@ -43,6 +44,7 @@ from sarm.paths import (
     fill,
     log_path,
     suffix_seed,
+    sweep_variant,
 )
 
 validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
@@ -56,30 +58,47 @@ wildcard_constraints:
     latents=r"\d+",
     k=r"\d+",
     part=r"\d+",
-    variant=r"(vanilla|sarm_(sequence_punct|sequence|token|random_topk|random)_m\d+_k\d+)(_seed\d+)?",
+    variant=r"(vanilla|sarm_(sequence_punct|sequence|token|random_topk|random)_m\d+_k\d+)(_sweep)?(_seed\d+)?",
+    sweep=r"(_sweep)?",
     seed_suffix=r"(_seed\d+)?",
     dataset=r"preferences|rewardbench2|rmbench",
 
 
 ENVS = Path(workflow.basedir).parent / "envs"
-FROZEN_BACKBONE = not config["reward_model"]["train_backbone"]
 
 
-def unused_train_layers_keys():
+def settings(wildcards):
+    """The reward_model section this job's model trains with (Table 3's `_sweep` models: with
+    tables.table3.reward_model)."""
+    return training_settings(config, sweep_variant(wildcards_variant(wildcards)))
+
+
+def wildcards_variant(wildcards):
+    """The `{variant}` of a reward-model job, also for the training rules, whose folder is built from parts."""
+    if hasattr(wildcards, "variant"):
+        return wildcards.variant
+    return getattr(wildcards, "sweep", "") + getattr(wildcards, "seed_suffix", "")
+
+
+def frozen_backbone(wildcards):
+    """The model trains its head on cached final-token states (reward_model.train_backbone false)."""
+    return not settings(wildcards)["train_backbone"]
+
+
+def unused_train_layers_keys(rm):
     """With train_layers `all` its two keys change nothing: left out of params, results built before these
     keys existed are not rerun."""
-    if config["reward_model"]["train_layers"] == "all":
+    if rm["train_layers"] == "all":
         return ["train_layers", "token_states_dtype"]
     return []
 
 
 def token_states_layer(wildcards):
     """The layer whose cached per-token states a model trains from (train_layers N), or None."""
-    if FROZEN_BACKBONE:
+    rm = settings(wildcards)
+    if not rm["train_backbone"]:
         return None
-    return first_trained_layer(
-        int(wildcards.layer), config["reward_model"]["train_layers"]
-    )
+    return first_trained_layer(int(wildcards.layer), rm["train_layers"])
 
 
 @cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times
@@ -88,13 +107,16 @@ def table_runs():
     return tuple(workflow_runs(config))
 
 
-def training_params(drop):
-    """Input function of a training rule's `reward_model` params: the config's result keys, with the seed
-    of a further seed's folder (`_seed<n>`). The first seed's folder has no suffix and keeps the config's
-    keys as they are, so adding seeds reruns none of its jobs."""
-    keys = result_keys(config, "reward_model", drop=drop)
+def training_params(drop=()):
+    """Input function of a training rule's `reward_model` params: the result keys of the settings the model
+    trains with (`settings`), with the seed of a further seed's folder (`_seed<n>`). The first seed's
+    folder has no suffix and keeps the config's keys as they are, so adding seeds reruns none of its jobs.
+    """
 
     def params(wildcards):
+        rm = settings(wildcards)
+        skip = [*drop, *unused_train_layers_keys(rm)]
+        keys = result_keys({"reward_model": rm}, "reward_model", drop=skip)
         return with_seed(keys, suffix_seed(wildcards.seed_suffix))
 
     return params
@@ -176,9 +198,42 @@ def explainer_files(rule_name):
     return files
 
 
-def reward_model_layers(backbone):
-    """Layers whose final-token states the frozen-backbone reward models read."""
-    return sorted({r.layer for r in table_runs() if r.backbone == backbone})
+def trains_head_only(run):
+    return not training_settings(config, run.sweep)["train_backbone"]
+
+
+def final_state_layers(backbone):
+    """Layers whose final-token states the frozen-backbone reward models of this backbone read."""
+    runs = [r for r in table_runs() if r.backbone == backbone and trains_head_only(r)]
+    return sorted({r.layer for r in runs})
+
+
+def token_state_layers(backbone):
+    """Layers whose per-token states the models of this backbone that train their top N layers start from."""
+    starts = {
+        top_layers_start(config, run)
+        for run in table_runs()
+        if run.backbone == backbone
+    }
+    return sorted(starts - {None})
+
+
+def cached_token_layers(wildcards):
+    """Per-token layers of a dataset's cache: the models train and are evaluated from those of the
+    preferences and RewardBench 2; the RM-Bench cache holds the steered model's."""
+    if wildcards.dataset != "rmbench":
+        return token_state_layers(wildcards.backbone)
+    run = experiment_run(config, config["steering"]["experiment"])
+    start = top_layers_start(config, run)
+    return [] if start is None or run.backbone != wildcards.backbone else [start]
+
+
+def cache_settings(wildcards):
+    """The reward_model keys that change a dataset's cache; the storage dtype only where it stores tokens."""
+    keys = ["max_length", "date_string"]
+    if cached_token_layers(wildcards):
+        keys.append("token_states_dtype")
+    return only(config, "reward_model", keys)
 
 
 def local_data(name):
@@ -191,7 +246,7 @@ def local_data(name):
 
 
 def cached_data(dataset):
-    """The `data` param of cache_final_states: `data.<dataset>`, plus `steering.domains` for rmbench, whose
+    """The `data` param of cache_states: `data.<dataset>`, plus `steering.domains` for rmbench, whose
     cache holds only the steering domains' pairs. The domains ride in this param, not in one of their own:
     Snakemake would record that one for the other datasets too (as None), so their caches, and every model
     trained on them, built before it existed would rerun."""
@@ -293,7 +348,8 @@ def activation_parts(wildcards):
 
 
 def reward_model_inputs(wildcards):
-    """A SARM reads its pretrained SAE; in frozen mode every reward model reads cached states."""
+    """A SARM reads its pretrained SAE; a model that trains its head only, or its top N layers, reads the
+    dataset's cached states."""
     inputs = {}
     encoder = getattr(wildcards, "encoder", "vanilla")
     if encoder not in ("vanilla", "random"):
@@ -301,16 +357,12 @@ def reward_model_inputs(wildcards):
         # copies the shape and input scale of the sequence-level SAE.
         level = "sequence" if encoder == "random_topk" else encoder
         inputs["sae"] = f"{SAE_DIR.format(**wildcards, level=level)}/sae.safetensors"
-    start = token_states_layer(wildcards)
-    if FROZEN_BACKBONE:
-        inputs["states"] = FINAL_STATES.format(
-            backbone=wildcards.backbone, dataset="preferences"
-        )
-    elif start is not None:
+    cached = CACHED_STATES.format(backbone=wildcards.backbone, dataset="preferences")
+    if frozen_backbone(wildcards):
+        inputs["states"] = cached
+    elif token_states_layer(wildcards) is not None:
         inputs["backbone"] = backbone_files(wildcards)
-        inputs["token_states"] = TOKEN_STATES.format(
-            backbone=wildcards.backbone, layer=start, dataset="preferences"
-        )
+        inputs["token_states"] = cached
     else:
         inputs["backbone"] = backbone_files(wildcards)
         inputs["data"] = local_data("preferences")
@@ -319,16 +371,12 @@ def reward_model_inputs(wildcards):
 
 def evaluation_inputs(wildcards):
     inputs = {"model": f"{REWARD_MODEL_DIR.format(**wildcards)}/reward_model.json"}
-    start = token_states_layer(wildcards)
-    if FROZEN_BACKBONE:
-        inputs["states"] = FINAL_STATES.format(
-            backbone=wildcards.backbone, dataset="rewardbench2"
-        )
-    elif start is not None:
+    cached = CACHED_STATES.format(backbone=wildcards.backbone, dataset="rewardbench2")
+    if frozen_backbone(wildcards):
+        inputs["states"] = cached
+    elif token_states_layer(wildcards) is not None:
         inputs["backbone"] = backbone_files(wildcards)
-        inputs["token_states"] = TOKEN_STATES.format(
-            backbone=wildcards.backbone, layer=start, dataset="rewardbench2"
-        )
+        inputs["token_states"] = cached
     else:
         inputs["backbone"] = backbone_files(wildcards)
         inputs["data"] = local_data("rewardbench2")
@@ -336,13 +384,15 @@ def evaluation_inputs(wildcards):
 
 
 def steering_inputs(wildcards):
-    """With a frozen backbone, steering reads the cached states of its source backbone (no backbone pass);
-    a model that trained its backbone runs it over the texts."""
+    """A head-only or top-N model reads the cached states of its source backbone (no backbone pass); a model
+    that trained every layer runs its backbone over the texts."""
     inputs = {"model": f"{REWARD_MODEL_DIR.format(**wildcards)}/reward_model.json"}
     from_rmbench = config["steering"]["source"] == "rmbench_safety"
-    if FROZEN_BACKBONE:
+    if frozen_backbone(wildcards) or token_states_layer(wildcards) is not None:
+        if not frozen_backbone(wildcards):
+            inputs["backbone"] = backbone_files(wildcards)
         for dataset in ["rewardbench2"] + (["rmbench"] if from_rmbench else []):
-            inputs[f"{dataset}_states"] = FINAL_STATES.format(
+            inputs[f"{dataset}_states"] = CACHED_STATES.format(
                 backbone=wildcards.backbone, dataset=dataset
             )
     else:

@@ -1,56 +1,34 @@
 # Reward models trained with the Bradley-Terry loss: SARM (pretrained or random SAE encoder) and the
-# conventional RM baseline. With reward_model.train_backbone false, the backbone runs once per dataset
-# (cache_final_states) and every model trains its head on the cache; evaluation and steering read it too. With
-# train_layers N, the layers below l-N run once per dataset (cache_token_states) and each model trains its
-# top N layers on that cache.
+# conventional RM baseline. The backbone runs once per dataset (cache_states) for every model that does not
+# train all of it: a head-only model (train_backbone false) trains on the final-token states, a model that
+# trains its top N layers (train_layers N) on every token's state at layer l-N. Evaluation reads the same
+# cache.
 
 
-rule cache_final_states:
-    """Final-token residual states of every conversation (of RM-Bench, only the pairs of the steering
-    domains), at every layer a reward model reads."""
+rule cache_states:
+    """One backbone pass over a dataset (of RM-Bench, only the pairs of the steering domains): final-token
+    states at every layer a head-only model reads, every token's state at each layer a top-N model starts
+    from."""
     input:
         backbone=backbone_files,
         data=lambda wildcards: local_data(wildcards.dataset),
     output:
-        states=FINAL_STATES,
+        states=CACHED_STATES,
     log:
-        log_path("cache_final_states", "{backbone}/{dataset}"),
+        log_path("cache_states", "{backbone}/{dataset}"),
     benchmark:
-        benchmark_path("cache_final_states", "{backbone}/{dataset}")
+        benchmark_path("cache_states", "{backbone}/{dataset}")
     conda:
         ENVS / "torch.yaml"
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
-        layers=lambda wildcards: reward_model_layers(wildcards.backbone),
+        layers=lambda wildcards: final_state_layers(wildcards.backbone),
+        token_layers=lambda wildcards: cached_token_layers(wildcards),
         data=lambda wildcards: cached_data(wildcards.dataset),
-        reward_model=only(config, "reward_model", ["max_length", "date_string"]),
+        reward_model=lambda wildcards: cache_settings(wildcards),
         inference_dtype=config["inference_dtype"],
     script:
-        "../../scripts/cache_final_states.py"
-
-
-rule cache_token_states:
-    """Every token's residual state at one layer, for the reward models that train only the layers above it."""
-    input:
-        backbone=backbone_files,
-        data=lambda wildcards: local_data(wildcards.dataset),
-    output:
-        states=TOKEN_STATES,
-    log:
-        log_path("cache_token_states", "{backbone}/layer{layer}/{dataset}"),
-    benchmark:
-        benchmark_path("cache_token_states", "{backbone}/layer{layer}/{dataset}")
-    conda:
-        ENVS / "torch.yaml"
-    params:
-        backbone=lambda wildcards: backbone_path(wildcards.backbone),
-        data=lambda wildcards: config["data"][wildcards.dataset],
-        reward_model=only(
-            config, "reward_model", ["max_length", "date_string", "token_states_dtype"]
-        ),
-        inference_dtype=config["inference_dtype"],
-    script:
-        "../../scripts/cache_token_states.py"
+        "../../scripts/cache_states.py"
 
 
 rule train_sarm:
@@ -70,7 +48,7 @@ rule train_sarm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=training_params(drop=unused_train_layers_keys()),
+        reward_model=training_params(),
     script:
         "../../scripts/train_reward_model.py"
 
@@ -92,8 +70,6 @@ rule train_vanilla_rm:
     params:
         backbone=lambda wildcards: backbone_path(wildcards.backbone),
         data=config["data"]["preferences"],
-        reward_model=training_params(
-            drop=["head_input", "head_init", *unused_train_layers_keys()]
-        ),
+        reward_model=training_params(drop=["head_input", "head_init"]),
     script:
         "../../scripts/train_reward_model.py"

@@ -12,14 +12,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from sarm.batching import token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import BenchmarkPrompt, Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import RewardModel
-from sarm.rm.token_states import TokenStates, load_token_states
+from sarm.rm.token_states import TokenStates, load_token_states, model_final_states
 from sarm.runtime import atomic_write, module_device, write_json_atomic
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def score_conversations(
         batches = iter_final_token_states(
             model.decoder, token_ids, [model.layer], batch_tokens, tokenizer.pad_token_id
         )
-        for batch, states in batches:
+        for batch, states, _ in batches:
             rewards[batch] = model.rewards_from_states(states[model.layer].to(device)).float().cpu().numpy()
             progress.update(len(batch))
     return rewards
@@ -109,20 +108,9 @@ def rewards_from_token_states(
     model: RewardModel, states: TokenStates, batch_tokens: int = 16384
 ) -> np.ndarray:
     """Rewards from per-token states cached at the model's first trained layer (`train_layers: N`)."""
-    if model.first_trained_layer != states.layer:
-        raise ValueError(
-            f"per-token states of layer {states.layer} do not feed this model, whose trained layers start "
-            f"at {model.first_trained_layer}"
-        )
-    rewards = np.full(len(states), np.nan)
-    device = module_device(model)
     with tqdm(total=len(states), desc="scoring", unit="conv") as progress:
-        for batch in token_budget_batches(states.lengths(), batch_tokens):
-            hidden, mask = states.padded(batch)
-            final = model.final_states_from(hidden.to(device), mask.to(device), states.layer)
-            rewards[batch] = model.rewards_from_states(final).float().cpu().numpy()
-            progress.update(len(batch))
-    return rewards
+        final = model_final_states(model, states, batch_tokens, progress)
+    return rewards_from_cached_states(model, final).astype(np.float64)
 
 
 def score_completions_from_token_states(

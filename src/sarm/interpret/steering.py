@@ -41,6 +41,7 @@ from sarm.data.rmbench import steering_pairs
 from sarm.eval.rewardbench2 import score_rewardbench2
 from sarm.rm.final_states import iter_final_token_states, load_final_token_states
 from sarm.rm.models import SARM
+from sarm.rm.token_states import load_token_states, model_final_states
 from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ def _final_states(
     states = None
     batches = iter_final_token_states(model.decoder, token_ids, [model.layer], config.batch_tokens, pad_id)
     with tqdm(total=len(token_ids), desc=f"final-token states: {desc}", unit="conv") as progress:
-        for batch, by_layer in batches:
+        for batch, by_layer, _ in batches:
             batch_states = by_layer[model.layer]
             if states is None:
                 states = torch.empty((len(token_ids), batch_states.shape[1]), dtype=torch.float32)
@@ -259,18 +260,21 @@ def cached_states(
     rewardbench2_states: str | Path,
     rmbench_states: str | Path | None = None,
 ) -> SteeringStates:
-    """States from the `cache_final_states` files of the source backbone (no backbone pass); the RM-Bench
+    """States from the `cache_states` files of the source backbone (no backbone pass); the RM-Bench
     file holds the `steering_pairs` of `config.domains`, every chosen answer then every rejected one.
 
-    They are the reward model's own states only when its backbone was not trained.
+    A head-only model reads the final-token states; a model that trained its top N layers runs them on the
+    per-token states cached below them. A model that trained all its layers has no cached states.
     """
-    if "backbone" in model.trained_parts:
+    if "backbone" in model.trained_parts and model.first_trained_layer is None:
         raise ValueError(
-            "this reward model trained its backbone (reward_model.train_backbone: true), so the cached states "
-            "of the source backbone are not its states: steer it with a pass of its own backbone"
+            "this reward model trained every backbone layer (reward_model.train_layers: all), so the cached "
+            "states of the source backbone are not its states: steer it with a pass of its own backbone"
         )
     expected = len(completion_table(prompts)[0])
-    completions = _load_states(rewardbench2_states, model.layer, expected, "RewardBench 2 completions")
+    completions = _load_states(
+        rewardbench2_states, model, expected, "RewardBench 2 completions", config.batch_tokens
+    )
     if config.source == "rewardbench2_safety":
         chosen, rejected = rewardbench2_safety_rows(prompts, config.target_subset)
         return SteeringStates(completions[chosen], completions[rejected], completions, "cached states")
@@ -279,18 +283,24 @@ def cached_states(
     pairs = steering_pairs(rmbench_items, config.domains)
     both = _load_states(
         rmbench_states,
-        model.layer,
+        model,
         2 * len(pairs),
         "RM-Bench answers in the steering domains",
+        config.batch_tokens,
         RMBENCH_SETTINGS,
     )
     return SteeringStates(both[: len(pairs)], both[len(pairs) :], completions, "cached states")
 
 
 def _load_states(
-    path: str | Path, layer: int, expected: int, what: str, settings: str = DATA_SETTINGS
+    path: str | Path, model: SARM, expected: int, what: str, batch_tokens: int, settings: str = DATA_SETTINGS
 ) -> torch.Tensor:
-    states = load_final_token_states(path, layer).float()
+    if model.first_trained_layer is None:
+        states = load_final_token_states(path, model.layer).float()
+    else:
+        tokens = load_token_states(path, model.first_trained_layer)
+        with tqdm(total=len(tokens), desc=f"top layers: {what}", unit="conv") as progress:
+            states = model_final_states(model, tokens, batch_tokens, progress)
     if len(states) != expected:
         raise ValueError(
             f"{path} holds {len(states)} states but the data has {expected} {what}: was it cached from the "
@@ -492,7 +502,7 @@ def _log_choice(candidates: pd.DataFrame, paper_choice: pd.Series, weight: torch
 
 @dataclass(frozen=True)
 class CachedStatePaths:
-    """`cache_final_states` files of the reward model's source backbone."""
+    """`cache_states` files of the reward model's source backbone."""
 
     rewardbench2: str | Path
     rmbench: str | Path | None = None  # needed for steering.source rmbench_safety

@@ -32,7 +32,7 @@ from sarm.paths import BENCHMARKS, LOGS
 
 PROCEDURES = {
     "SAE training": ("split_sentences", "sample_activations", "train_sae"),
-    "SARM reward modeling": ("cache_final_states", "train_sarm", "train_vanilla_rm"),
+    "SARM reward modeling": ("cache_states", "train_sarm", "train_vanilla_rm"),
     "RewardBench 2 evaluation": ("evaluate_rewardbench2",),
     "Interpretation and steering": (
         "feature_contexts",

@@ -18,7 +18,9 @@ from sarm.config import (
     further_seed_runs,
     run_label,
     sweep_runs,
+    sweeps_train_apart,
     table_entries,
+    training_settings,
     vanilla_run,
 )
 
@@ -41,12 +43,13 @@ def result_rows(config: dict[str, Any], table: str) -> list[dict[str, Any]]:
     """Rows of a results table: our label, our result files, and the paper row shown beside it."""
     if table == "table3":
         rows = []
+        training = f" ({sweep_training(config)})" if sweeps_train_apart(config) else ""
         for kind, _, run in sweep_runs(config):
             hidden_size = config["backbones"][run.backbone]["hidden_size"]
             swept = {"layer": run.layer, "latents": run.latents / hidden_size, "k": run.k}[kind]
             rows.append(
                 {
-                    "label": f"{run.backbone} layer {run.layer}, M={run.latents}, k={run.k}",
+                    "label": f"{run.backbone} layer {run.layer}, M={run.latents}, k={run.k}{training}",
                     **run_files(run),
                     "sweep": kind,
                     "sweep_value": swept,
@@ -62,6 +65,14 @@ def result_rows(config: dict[str, Any], table: str) -> list[dict[str, Any]]:
             run = vanilla_run(config, spec)
             rows.append({"label": run_label(spec, run), **run_files(run), **seed_files(config, run)})
     return rows
+
+
+def sweep_training(config: dict[str, Any]) -> str:
+    """How Table 3's models train when `tables.table3.reward_model` sets it: what their labels say."""
+    rm = training_settings(config, sweep=True)
+    if not rm["train_backbone"]:
+        return "head only"
+    return "all layers" if rm["train_layers"] == "all" else f"top {rm['train_layers']} layers"
 
 
 def seed_files(config: dict[str, Any], run: RewardModelRun) -> dict[str, list[str]]:

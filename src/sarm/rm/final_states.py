@@ -1,8 +1,10 @@
-"""Chat-formatted conversations -> token ids -> the residual state of each one's final token, at chosen layers.
+"""Chat-formatted conversations -> token ids -> one backbone pass -> the states reward models train from.
 
 The reward is read at the final token, so in frozen-backbone mode one pass of the truncated decoder over
-every conversation, stored here, is all the backbone work a head needs. RM-Bench is cached for steering
-alone, so only the pairs of the steering domains are cached (`dataset_conversations`).
+every conversation, stored here, is all the backbone work a head needs. A model that trains only its top N
+layers (`reward_model.train_layers: N`) needs every token's state at layer l-N instead; the same pass
+stores those (`sarm.rm.token_states` reads them). RM-Bench is cached for steering alone, so only the pairs
+of the steering domains are cached (`dataset_conversations`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sarm.data.rmbench import steering_pairs
 from sarm.data.specs import load_dataset_spec
 from sarm.rm.chunked_parts import ChunkedParts
 from sarm.rm.pairs import pair_conversations
+from sarm.rm.token_states import DEFAULT_STORAGE_DTYPE, STORAGE_DTYPES
 from sarm.runtime import atomic_write, fingerprint, module_device
 
 if TYPE_CHECKING:
@@ -43,10 +46,12 @@ def iter_final_token_states(
     layers: Sequence[int],
     batch_tokens: int,
     pad_id: int,
-) -> Iterator[tuple[list[int], dict[int, torch.Tensor]]]:
-    """Yield (indices into token_ids, {layer: (b, d) float32 CPU}) batch by batch, longest batches first."""
+    token_layers: Sequence[int] = (),
+) -> Iterator[tuple[list[int], dict[int, torch.Tensor], dict[int, list[torch.Tensor]]]]:
+    """Yield (indices into token_ids, {layer: (b, d) final-token states}, {token layer: b (length, d) states
+    of every token}) batch by batch, float32 on the CPU, longest batches first."""
     depth = decoder.config.num_hidden_layers
-    bad = [layer for layer in layers if not 1 <= layer <= depth]
+    bad = [layer for layer in [*layers, *token_layers] if not 1 <= layer <= depth]
     if bad:
         raise ValueError(f"layers {bad} are outside 1..{depth} of this (truncated) decoder")
     device = module_device(decoder)
@@ -56,10 +61,16 @@ def iter_final_token_states(
         for batch in token_budget_batches([len(t) for t in token_ids], batch_tokens):
             input_ids, attention_mask = pad_right([token_ids[i] for i in batch], pad_id)
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            states = hidden_states(decoder, input_ids, attention_mask, list(layers))
+            states = hidden_states(decoder, input_ids, attention_mask, sorted({*layers, *token_layers}))
             rows = torch.arange(len(batch), device=device)
             last = last_token_index(attention_mask)
-            yield batch, {layer: s[rows, last].float().cpu() for layer, s in states.items()}
+            finals = {layer: states[layer][rows, last].float().cpu() for layer in layers}
+            lengths = attention_mask.sum(1).tolist()
+            tokens = {
+                layer: [states[layer][row, :length].float().cpu() for row, length in enumerate(lengths)]
+                for layer in token_layers
+            }
+            yield batch, finals, tokens
     finally:
         decoder.train(was_training)
 
@@ -96,33 +107,68 @@ def final_token_states(
     max_length: int = DEFAULT_MAX_LENGTH,
     chunk_size: int = 1024,
     date_string: str = DEFAULT_DATE_STRING,
+    token_layers: Sequence[int] = (),
+    token_dtype: str = DEFAULT_STORAGE_DTYPE,
 ) -> Path:
-    """Store each conversation's final-token residual state per layer as `layer{L}` (N, d) in a safetensors file.
+    """One pass over the conversations; store in a safetensors file each one's final-token state per layer
+    of `layers` as `layer{L}` (N, d), and every token's state per layer of `token_layers` as `tokens{S}`
+    (sum of lengths, d; stored as `token_dtype`) with `offsets` (N + 1): conversation i is rows
+    offsets[i]:offsets[i+1].
 
     Work is saved chunk by chunk next to the output (`<out>.parts/`), so a killed run resumes where it stopped.
     """
+    if token_dtype not in STORAGE_DTYPES:
+        raise ValueError(
+            f"config key `reward_model.token_states_dtype` must be one of {sorted(STORAGE_DTYPES)}, got {token_dtype!r}"
+        )
     out_path = Path(out_path)
-    inputs = fingerprint([list(layers), max_length, chunk_size, date_string], *conversations)
-    parts = ChunkedParts(out_path, inputs, len(conversations), chunk_size, "final-token states")
+    token_layers = sorted(token_layers)
+    fingerprinted = [list(layers), max_length, chunk_size, date_string]
+    if token_layers:  # files without per-token states keep the fingerprint they had before those existed
+        fingerprinted += [token_layers, token_dtype]
+    parts = ChunkedParts(
+        out_path, fingerprint(fingerprinted, *conversations), len(conversations), chunk_size, "states"
+    )
     for start, chunk_file in parts.missing():
         chunk = conversations[start : start + chunk_size]
         token_ids = tokenize_conversations(tokenizer, chunk, max_length, date_string)
-        collected: dict[int, torch.Tensor] = {}
-        for batch, states in iter_final_token_states(
-            decoder, token_ids, layers, batch_tokens, tokenizer.pad_token_id
+        finals: dict[int, torch.Tensor] = {}
+        every: dict[int, list[torch.Tensor | None]] = {layer: [None] * len(chunk) for layer in token_layers}
+        for batch, batch_finals, batch_tokens_states in iter_final_token_states(
+            decoder, token_ids, layers, batch_tokens, tokenizer.pad_token_id, token_layers
         ):
-            for layer, s in states.items():
-                if layer not in collected:
-                    collected[layer] = torch.empty((len(chunk), s.shape[1]), dtype=torch.float32)
-                collected[layer][batch] = s
+            for layer, s in batch_finals.items():
+                if layer not in finals:
+                    finals[layer] = torch.empty((len(chunk), s.shape[1]), dtype=torch.float32)
+                finals[layer][batch] = s
+            for layer, rows in batch_tokens_states.items():
+                for index, row in zip(batch, rows, strict=True):
+                    every[layer][index] = row
             parts.progress.update(len(batch))
-        atomic_write(chunk_file, partial(save_file, {f"layer{layer}": t for layer, t in collected.items()}))
+        saved = {f"layer{layer}": t for layer, t in finals.items()}
+        for layer, rows in every.items():
+            saved[f"tokens{layer}"] = torch.cat(rows).to(STORAGE_DTYPES[token_dtype])
+        if token_layers:
+            saved["lengths"] = torch.tensor([len(ids) for ids in token_ids])
+        atomic_write(chunk_file, partial(save_file, saved))
 
     merged = {
         f"layer{layer}": torch.cat(parts.read(f"layer{layer}")) if parts.files else torch.empty(0)
         for layer in layers
     }
+    if token_layers:
+        lengths = torch.cat(parts.read("lengths")) if parts.files else torch.zeros(0, dtype=torch.long)
+        merged["offsets"] = torch.zeros(len(lengths) + 1, dtype=torch.long)
+        merged["offsets"][1:] = torch.cumsum(lengths.long(), 0)
+        for layer in token_layers:
+            merged[f"tokens{layer}"] = (
+                torch.cat(parts.read(f"tokens{layer}"))
+                if parts.files
+                else torch.zeros(0, decoder.config.hidden_size)
+            )
     metadata = {"layers": json.dumps(list(layers)), "count": str(len(conversations))}
+    if token_layers:
+        metadata |= {"token_layers": json.dumps(token_layers), "token_dtype": token_dtype}
     atomic_write(out_path, partial(save_file, merged, metadata=metadata))
     parts.remove()
     return out_path

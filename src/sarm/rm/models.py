@@ -32,6 +32,7 @@ from torch import nn
 from sarm.backbone import device_and_dtype, last_token_index, load_decoder
 from sarm.rm.backbone_record import backbone_record, resolve_backbone
 from sarm.rm.head_edits import apply_head_edits, read_head_edits
+from sarm.rm.last_token import last_token_block, supports_last_token
 from sarm.runtime import atomic_write, write_json_atomic
 from sarm.sae.model import TopKSAE
 
@@ -87,11 +88,15 @@ class RewardModel(nn.Module, ABC):
         ).last_hidden_state
 
     def residual_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
-        """(B, T, d) residual stream after `layer` layers, from the right-padded states after `start` layers.
+        """(B, T, d) residual stream after `layer` layers, from the right-padded states after `start` layers."""
+        hidden, mask, rotary, positions = self._from_cached(hidden, attention_mask, start)
+        for block in self.decoder.layers[start : self.layer]:
+            hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+        return self.decoder.norm(hidden)
 
-        Runs decoder layers start..layer-1 as the decoder's own forward does: positions 0..T-1 (right
-        padding), rotary embeddings of those positions, causal mask combined with the padding mask.
-        """
+    def _from_cached(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> tuple:
+        """What decoder layers start..layer-1 need, as the decoder's own forward makes it: positions 0..T-1
+        (right padding), their rotary embeddings, the causal mask combined with the padding mask."""
         decoder = self.decoder
         if decoder is None:
             raise RuntimeError("running the top decoder layers needs the backbone: load it with_backbone")
@@ -109,10 +114,7 @@ class RewardModel(nn.Module, ABC):
             past_key_values=None,
             position_ids=positions,
         )
-        rotary = decoder.rotary_emb(hidden, position_ids=positions)
-        for block in decoder.layers[start : self.layer]:
-            hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
-        return decoder.norm(hidden)
+        return hidden, mask, decoder.rotary_emb(hidden, position_ids=positions), positions
 
     def final_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, d) residual state at each row's last real token (right padding)."""
@@ -121,8 +123,16 @@ class RewardModel(nn.Module, ABC):
     def final_states_from(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int
     ) -> torch.Tensor:
-        """(B, d) final-token state at the model's layer, from the per-token states after `start` layers."""
-        return _at_last_token(self.residual_from(hidden, attention_mask, start), attention_mask)
+        """(B, d) final-token state at the model's layer, from the per-token states after `start` layers.
+
+        The top layer runs for the final token only where its layout allows (`sarm.rm.last_token`)."""
+        top = self.decoder.layers[self.layer - 1] if self.decoder is not None else None
+        if top is None or not supports_last_token(top):
+            return _at_last_token(self.residual_from(hidden, attention_mask, start), attention_mask)
+        hidden, mask, rotary, positions = self._from_cached(hidden, attention_mask, start)
+        for block in self.decoder.layers[start : self.layer - 1]:
+            hidden = block(hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions)
+        return self.decoder.norm(last_token_block(top, hidden, attention_mask, rotary))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards (B,)."""
