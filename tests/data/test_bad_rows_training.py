@@ -26,6 +26,7 @@ def test_hh_rlhf_with_bad_rows_trains_with_skip(tiny_backbone, tmp_path, monkeyp
         "micro_batch": 64,
         "max_length": 64,
         "train_backbone": False,
+        "train_layers": "all",
     }
     out_dir = tmp_path / "rm"
     job = RewardModelJob(
