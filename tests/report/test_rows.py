@@ -47,6 +47,22 @@ def test_every_sweep_row_reads_the_sae_of_its_own_layer_width_and_k(paper):
         assert row["rewards"] == row["path"].replace("rewardbench2.json", "rewards.parquet")
 
 
+def test_sweep_rows_with_their_own_training_read_their_own_folders_and_say_how_they_trained(paper):
+    demo = validate_config(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()), SCHEMA, base_dir=REPO)
+    rows = result_rows(demo, "table3")
+    assert len(rows) == 15
+    assert all(
+        "/rm/sarm_sequence_" in row["path"] and "_sweep/rewardbench2.json" in row["path"] for row in rows
+    )
+    assert all(row["label"].endswith(" (head only)") for row in rows)
+    table1 = by_label(result_rows(demo, "table1"))["SARM half depth"]
+    assert table1["path"] == "results/smollm2-135m/layer15/rm/sarm_sequence_m9216_k27/rewardbench2.json"
+    top_layers = copy.deepcopy(demo)
+    top_layers["tables"]["table3"]["reward_model"] = {"epochs": 5}
+    assert result_rows(top_layers, "table3")[0]["label"].endswith(" (top layer)")
+    assert not any(row["label"].endswith(")") for row in result_rows(paper, "table3"))
+
+
 def test_the_rule_inputs_are_every_file_the_rows_read(paper):
     rows = result_rows(paper, "table2")
     files = input_files(rows)

@@ -72,7 +72,8 @@ def sweep_training(config: dict[str, Any]) -> str:
     rm = training_settings(config, sweep=True)
     if not rm["train_backbone"]:
         return "head only"
-    return "all layers" if rm["train_layers"] == "all" else f"top {rm['train_layers']} layers"
+    layers = rm["train_layers"]
+    return "all layers" if layers == "all" else "top layer" if layers == 1 else f"top {layers} layers"
 
 
 def seed_files(config: dict[str, Any], run: RewardModelRun) -> dict[str, list[str]]:
