@@ -9,12 +9,13 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import datasets
-from datasets import Dataset, DatasetDict, IterableDataset
+from typing import TYPE_CHECKING
 
 from sarm.config import looks_like_local_path
 from sarm.runtime import write_text_atomic
+
+if TYPE_CHECKING:
+    from datasets import Dataset, IterableDataset
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,10 @@ def _load_files(files: list[Path], where: str, streaming: bool) -> Dataset | Ite
             f"{where}: mixes data formats ({', '.join(sorted(formats))}); keep one format per folder"
         )
     builder = formats.pop()
+    # Imported here, not at the top: many rule scripts (tables, plots, sampling, training on cached states)
+    # import this module and never read a data set, and `import datasets` costs each ~0.5 s of CPU.
+    import datasets
+
     try:
         return datasets.load_dataset(
             builder, data_files=[str(path) for path in files], split="train", streaming=streaming
@@ -239,11 +244,13 @@ def _load_files(files: list[Path], where: str, streaming: bool) -> Dataset | Ite
 
 
 def _load_saved(folder: Path, split: str, streaming: bool) -> Dataset | IterableDataset:
+    import datasets
+
     try:
         saved = datasets.load_from_disk(str(folder))
     except Exception as err:
         raise DataError(f"{folder}: cannot open this save_to_disk folder ({err})") from err
-    if isinstance(saved, DatasetDict):
+    if isinstance(saved, datasets.DatasetDict):
         if split not in saved:
             raise DataError(f"{folder}: no split `{split}` (has: {', '.join(saved)})")
         saved = saved[split]
@@ -284,6 +291,8 @@ def load_rows(
         return _load_files(data_files(path, split), source, streaming)
     if looks_like_local_path(source):
         raise DataError(f"{source}: no such file or folder")
+    import datasets
+
     try:
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except Exception as err:  # no network, unknown id, unknown split: all end here with the cause attached
