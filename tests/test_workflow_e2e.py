@@ -102,7 +102,33 @@ def test_steering_leaves_rewards_of_inactive_samples_unchanged(tiny_run):
     inactive = rewards[rewards["feature_activation"] == 0]
     assert (inactive["reward_before"] == inactive["reward_after"]).all()
     assert summary["head_edit"] == {"feature": summary["feature"], "scale": 10.0}
-    assert summary["states"] == "cached states"  # frozen backbone: no second backbone pass
+    assert summary["states"] == "cached states"  # the trained top layer on the cache: no backbone pass
+
+
+def test_tables_1_and_2_train_their_top_layer_and_table_3_its_head(tiny_run, tiny_backbone):
+    """The demo's training: the Table 1 / 2 models train layer l-1 (+ head) from the per-token states one
+    backbone pass cached, store only that layer, and score RewardBench 2 from the cache exactly as the
+    loaded model scores the text; Table 3's models train their head only, in folders of their own."""
+    workdir, _ = tiny_run
+    cached = load_file(workdir / "results/tiny/cached_states/preferences.safetensors")
+    assert {"layer1", "layer2", "tokens1", "tokens3", "offsets"} <= set(cached)  # sweeps' heads, top layers
+    source = load_file(tiny_backbone / "model.safetensors")
+    prompts = load_rewardbench2(str(REPO / "resources/demo/rewardbench2.jsonl"))
+    for model_dir in (workdir / SARM_DIR, workdir / "results/tiny/layer2/rm/vanilla"):
+        stored = load_file(model_dir / "reward_model.safetensors")
+        decoder = {
+            name.removeprefix("decoder."): v for name, v in stored.items() if name.startswith("decoder.")
+        }
+        assert decoder and all(name.startswith("layers.1.") for name in decoder), model_dir.name
+        name = "layers.1.mlp.up_proj.weight"
+        assert not torch.equal(decoder[name], source[f"model.{name}"]), model_dir.name
+        written = pd.read_parquet(model_dir / "rewards.parquet")["reward"].tolist()
+        assert written == pytest.approx(rewards_one_by_one(model_dir, tiny_backbone, prompts), abs=1e-4)
+    sweep = workdir / f"{SARM_DIR}_sweep"
+    assert json.loads((sweep / "reward_model.json").read_text())["trained"] == ["head"]
+    assert not any(name.startswith("decoder.") for name in load_file(sweep / "reward_model.safetensors"))
+    table3 = pd.read_csv(workdir / "results/tables/table3.csv")
+    assert table3.loc[table3["Source"] == "reproduced", "Model"].str.endswith("(head only)").all()
 
 
 def copy_of_run(tiny_run, destination) -> tuple:
@@ -168,7 +194,7 @@ def test_papers_training_mode_trains_the_backbone(tiny_run, tiny_backbone, tmp_p
     activations and SAE are reused and only the reward models and their evaluations rerun."""
     workdir, config_path = copy_of_run(tiny_run, tmp_path / "run")
     config = yaml.safe_load(config_path.read_text())
-    config["reward_model"].update(train_backbone=True, epochs=1, micro_batch=8, lr=0.01)
+    config["reward_model"].update(train_backbone=True, train_layers="all", epochs=1, micro_batch=8, lr=0.01)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     targets = [f"{SARM_DIR}/rewardbench2.json", "results/tiny/layer2/rm/vanilla/rewardbench2.json"]
     snakemake(workdir, config_path, *targets, f"{SARM_DIR}/steering/steering.json")

@@ -43,8 +43,11 @@ def tiny_config(backbone: Path) -> dict:
             "checkpoint_every": 5,
             "heldout_rows": 32,
         },
+        # As the demo: Tables 1 and 2 train their top layer (from per-token states cached at layer l-1),
+        # Table 3's sweeps their head only (tables.table3.reward_model).
         "reward_model": {
-            "train_backbone": False,
+            "train_backbone": True,
+            "train_layers": 1,
             "epochs": 2,
             "global_batch": 32,
             "micro_batch": 16,
@@ -80,7 +83,13 @@ def tiny_config(backbone: Path) -> dict:
             "table2": {"experiments": ["random", "token", {"experiment": "SARM", "reported_as": "SARM-4B"}]},
             # One sweep with a second value: the runs a second latents or k value adds would run the code
             # the base SARM runs (tests/report/test_plots.py draws every kind of sweep with two values).
-            "table3": {"base": "SARM", "layer": [1, 2], "latents": ["4x"], "k": [4]},
+            "table3": {
+                "base": "SARM",
+                "layer": [1, 2],
+                "latents": ["4x"],
+                "k": [4],
+                "reward_model": {"train_backbone": False},
+            },
             "comparisons": [{"name": "SARM vs vanilla", "a": "SARM", "b": {"backbone": "tiny", "layer": 2}}],
             "bootstrap": {"resamples": 200},
         },
