@@ -298,15 +298,16 @@ def _load_states(
     if model.first_trained_layer is None:
         states = load_final_token_states(path, model.layer).float()
     else:
-        tokens = load_token_states(path, model.first_trained_layer)
-        with tqdm(total=len(tokens), desc=f"top layers: {what}", unit="conv") as progress:
-            states = model_final_states(model, tokens, batch_tokens, progress)
-    if len(states) != expected:
+        states = load_token_states(path, model.first_trained_layer)
+    if len(states) != expected:  # before the top layers run on the wrong conversations
         raise ValueError(
             f"{path} holds {len(states)} states but the data has {expected} {what}: was it cached from the "
             f"same data (same {settings})?"
         )
-    return states
+    if model.first_trained_layer is None:
+        return states
+    with tqdm(total=len(states), desc=f"top layers: {what}", unit="conv") as progress:
+        return model_final_states(model, states, batch_tokens, progress)
 
 
 def iter_features(

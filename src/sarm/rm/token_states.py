@@ -9,7 +9,6 @@ after another, and `offsets` (n + 1): conversation i is rows offsets[i]:offsets[
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,6 @@ from sarm.runtime import module_device
 
 if TYPE_CHECKING:
     from sarm.rm.models import RewardModel
-
-log = logging.getLogger(__name__)
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_STORAGE_DTYPE = "float32"  # the workflow schema's reward_model.token_states_dtype has the same
