@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from sarm.paths import REWARD_MODEL_DIR, SAE_DIR, SARM_VARIANT, SWEEP_SUFFIX, VANILLA_VARIANT, seed_suffix
-from sarm.rm.train_layers import ALL, check_train_layers, first_trained_layer
+from sarm.rm.train_layers import ALL, check_train_layers, token_states_layer
 
 
 class ConfigError(ValueError):
@@ -123,7 +123,7 @@ def top_layers_start(config: dict[str, Any], run: RewardModelRun) -> int | None:
     """The layer whose cached per-token states `run` trains from (train_layers N); None when it trains its
     head only or every layer."""
     rm = training_settings(config, run.sweep)
-    return first_trained_layer(run.layer, rm["train_layers"]) if rm["train_backbone"] else None
+    return token_states_layer(run.layer, rm["train_layers"], rm["train_backbone"])
 
 
 def sweeps_train_apart(config: dict[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from sarm.rm.final_states import final_token_states, load_final_token_states
 from sarm.rm.models import build_sarm, load_reward_model
 from sarm.rm.pairs import TokenStatePairs, pair_conversations, tokenize_pairs
 from sarm.rm.token_states import load_token_states
-from sarm.rm.train_layers import first_trained_layer
+from sarm.rm.train_layers import first_trained_layer, token_states_layer
 from sarm.runtime import Preempted
 from sarm.sae.model import SAEConfig, TopKSAE
 from tests.conftest import REPO
@@ -281,6 +281,9 @@ def test_first_trained_layer():
     assert first_trained_layer(15, 2) == 13
     assert first_trained_layer(15, 15) is None and first_trained_layer(15, 40) is None
     assert first_trained_layer(15, "all") is None
+    assert token_states_layer(15, 2, train_backbone=True) == 13
+    assert token_states_layer(15, 2, train_backbone=False) is None  # head only: no per-token states
+    assert token_states_layer(15, "all", train_backbone=True) is None
 
 
 @pytest.mark.parametrize(

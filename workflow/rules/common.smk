@@ -18,7 +18,7 @@ from sarm.download import DOWNLOADED, configure_environment, hub_sources
 from sarm.params import only, result_keys, with_seed
 from sarm.report.rows import comparison_rows, input_files
 from sarm.report.rows import result_rows as table_rows
-from sarm.rm.train_layers import first_trained_layer
+from sarm.rm.train_layers import token_states_layer as states_layer
 from sarm.paths import (
     ACTIVATIONS,
     BENCHMARKS,
@@ -96,9 +96,7 @@ def unused_train_layers_keys(rm):
 def token_states_layer(wildcards):
     """The layer whose cached per-token states a model trains from (train_layers N), or None."""
     rm = settings(wildcards)
-    if not rm["train_backbone"]:
-        return None
-    return first_trained_layer(int(wildcards.layer), rm["train_layers"])
+    return states_layer(int(wildcards.layer), rm["train_layers"], rm["train_backbone"])
 
 
 @cache  # the config is fixed while the DAG is built; input functions ask for this ~80 times

@@ -30,7 +30,7 @@ from sarm.batching import pad_right
 from sarm.data.chat import DEFAULT_MAX_LENGTH
 from sarm.rm.models import SARM, RewardModel, save_reward_model
 from sarm.rm.pairs import CachedPairs, Pairs, TokenStatePairs
-from sarm.rm.train_layers import ALL, check_train_layers, first_trained_layer
+from sarm.rm.train_layers import ALL, check_train_layers, token_states_layer
 from sarm.runtime import (
     Preempted,
     TerminationFlag,
@@ -294,7 +294,7 @@ def encoded_once(model: RewardModel, data: Pairs | None, device: torch.device, r
 def _set_trainable(model: RewardModel, cfg: BTTrainConfig, data: Pairs) -> None:
     if isinstance(data, CachedPairs) and cfg.train_backbone:
         raise ValueError("cached final-token states cannot train the backbone: set `train_backbone: false`")
-    first = first_trained_layer(model.layer, cfg.train_layers) if cfg.train_backbone else None
+    first = token_states_layer(model.layer, cfg.train_layers, cfg.train_backbone)
     if isinstance(data, TokenStatePairs) and data.layer != first:
         raise ValueError(
             f"per-token states of layer {data.layer} cannot train a model reading layer {model.layer} with "

@@ -33,7 +33,7 @@ from sarm.rm.models import (
 )
 from sarm.rm.pairs import CachedPairs, TokenStatePairs, tokenize_pairs
 from sarm.rm.token_states import DEFAULT_STORAGE_DTYPE, load_token_states
-from sarm.rm.train_layers import first_trained_layer
+from sarm.rm.train_layers import token_states_layer
 from sarm.sae.model import TopKSAE
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def build_model(job: RewardModelJob) -> RewardModel:
 
 def training_data(job: RewardModelJob, cfg: BTTrainConfig):
     """(train, held-out) pairs: cached final-token states, cached per-token states, or tokenized conversations."""
-    first = first_trained_layer(job.layer, cfg.train_layers) if cfg.train_backbone else None
+    first = token_states_layer(job.layer, cfg.train_layers, cfg.train_backbone)
     if job.token_states is not None and first is None:
         raise ValueError(
             f"{job.token_states}: per-token states are only read with `reward_model.train_layers` below the "

@@ -37,3 +37,9 @@ def first_trained_layer(layer: int, train_layers: int | str) -> int | None:
     if train_layers == ALL or train_layers >= layer:
         return None
     return layer - train_layers
+
+
+def token_states_layer(layer: int, train_layers: int | str, train_backbone: bool) -> int | None:
+    """The layer of the cached per-token states a model reading `layer` trains from: its first trained layer
+    with `train_layers: N`; None when it trains its head only (frozen backbone) or every layer."""
+    return first_trained_layer(layer, train_layers) if train_backbone else None
