@@ -25,6 +25,7 @@ result = collect_feature_contexts(
     items,
     ContextConfig.from_config(snakemake.params.interpret, reward_model),
     device=device,
+    attention=model.decoder.config._attn_implementation,
 )
 write_feature_contexts(result, snakemake.output.contexts, snakemake.output.background)
 log.info("%d contexts for %d features", len(result.top), result.top["feature"].nunique())

@@ -170,6 +170,7 @@ def test_background_is_a_bounded_sample_with_the_active_features_of_each_positio
 
 def test_collect_contexts_from_a_tiny_sarm_is_independent_of_batching(tiny_backbone, tokenizer):
     sarm = build_sarm(str(tiny_backbone), 2, TopKSAE(32, SAEConfig(48, 4), seed=1)).eval()
+    # A 1-token budget also leaves every answer unpacked; 4096 packs each item's six answers on its prompt.
     small = collect_feature_contexts(
         sarm.token_latents, tokenizer, ITEMS, ContextConfig(top_n=5, batch_tokens=1)
     )
@@ -184,11 +185,11 @@ def test_collect_contexts_from_a_tiny_sarm_is_independent_of_batching(tiny_backb
 
 
 def test_recorded_activation_is_the_latent_at_that_token(tokenizer):
-    def token_id_latents(input_ids, attention_mask):
+    def token_id_latents(input_ids, attention_mask, position_ids):
         # Feature f fires with strength 1 + id/1000 exactly where the token id is f mod 8.
         latents = torch.zeros(*input_ids.shape, 8)
         latents.scatter_(2, (input_ids % 8).unsqueeze(-1), (1 + input_ids / 1000).unsqueeze(-1).float())
-        return latents * attention_mask.unsqueeze(-1)
+        return latents
 
     result = collect_feature_contexts(token_id_latents, tokenizer, ITEMS, ContextConfig(top_n=50))
     conversations = rmbench_conversations(tokenizer, ITEMS, ContextConfig())
@@ -204,11 +205,11 @@ def test_recorded_activation_is_the_latent_at_that_token(tokenizer):
 
 def test_wrong_latent_shape_is_reported(tokenizer):
     with pytest.raises(ValueError, match=r"\(batch, tokens, features\)"):
-        collect_feature_contexts(lambda ids, mask: torch.zeros(ids.shape[0], 8), tokenizer, ITEMS)
+        collect_feature_contexts(lambda ids, mask, positions: torch.zeros(ids.shape[0], 8), tokenizer, ITEMS)
 
 
 def test_written_tables_read_back_and_leave_no_temp_files(tokenizer, tmp_path):
-    def latents(input_ids, attention_mask):
+    def latents(input_ids, attention_mask, position_ids):
         return torch.rand(*input_ids.shape, 4, generator=torch.Generator().manual_seed(0))
 
     result = collect_feature_contexts(latents, tokenizer, ITEMS, ContextConfig(top_n=3, background_size=7))

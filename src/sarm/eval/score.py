@@ -16,7 +16,7 @@ from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_con
 from sarm.data.records import BenchmarkPrompt, Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.eval.rewardbench2 import score_rewardbench2
-from sarm.rm.final_states import iter_final_token_states, load_final_token_states
+from sarm.rm.final_states import iter_final_token_states, load_final_token_states, prompt_keys
 from sarm.rm.models import RewardModel
 from sarm.rm.token_states import TokenStates, load_token_states, model_final_states
 from sarm.runtime import atomic_write, module_device, write_json_atomic
@@ -46,7 +46,12 @@ def score_conversations(
     device = module_device(model)
     with tqdm(total=len(token_ids), desc="scoring", unit="conv") as progress:
         batches = iter_final_token_states(
-            model.decoder, token_ids, [model.layer], batch_tokens, tokenizer.pad_token_id
+            model.decoder,
+            token_ids,
+            [model.layer],
+            batch_tokens,
+            tokenizer.pad_token_id,
+            keys=prompt_keys(conversations),
         )
         for batch, states, _ in batches:
             rewards[batch] = model.rewards_from_states(states[model.layer].to(device)).float().cpu().numpy()

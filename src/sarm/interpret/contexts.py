@@ -12,7 +12,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, format_conversation
 from sarm.data.records import Message, RMBenchItem
+from sarm.packing import pack_shared_prefixes, packed_batches, packed_inputs
 from sarm.runtime import write_parquet_atomic
 
 if TYPE_CHECKING:
@@ -34,7 +34,8 @@ SENTENCE_END_CHARS = (".", "!", "?", "\n")
 CONTEXT_COLUMNS = ["feature", "rank", "activation", "context", "source_id"]
 BACKGROUND_COLUMNS = ["context", "source_id", "active_features"]
 
-TokenLatents = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ids, mask) -> (B, T, M)
+# (input_ids, packed attention mask, position_ids) -> (B, T, M)
+TokenLatents = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Position:
 class EncodedConversation:
     input_ids: list[int]
     positions: list[Position]
+    item: str | None = None  # conversations of one item share its prompt
 
 
 @dataclass(frozen=True)
@@ -162,11 +164,10 @@ def rmbench_conversations(
             messages = [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": response}]
             # The prompt's hidden states are the same in all six variants (causal model): record them once.
             prompt_id = f"{item.id}/prompt" if number == 0 else None
-            encoded.append(
-                encode_conversation(
-                    tokenizer, messages, [prompt_id, f"{item.id}/{side}{j}"], config, sentence_ends
-                )
+            conversation = encode_conversation(
+                tokenizer, messages, [prompt_id, f"{item.id}/{side}{j}"], config, sentence_ends
             )
+            encoded.append(replace(conversation, item=str(item.id)))
     return encoded
 
 
@@ -274,28 +275,42 @@ def collect_feature_contexts(
     items: Iterable[RMBenchItem],
     config: ContextConfig = ContextConfig(),
     device: torch.device | str = "cpu",
+    attention: str = "sdpa",
 ) -> FeatureContexts:
-    """Run `token_latents` (e.g. `SARM.token_latents`) over RM-Bench and keep the top contexts per feature."""
+    """Run `token_latents` (e.g. `SARM.token_latents`) over RM-Bench and keep the top contexts per feature.
+
+    An item's six answers share its prompt: they run packed (`sarm.packing`), so `token_latents` gets
+    (input_ids, a (B, 1, T, T) attention mask of the `attention` implementation, position_ids)."""
     conversations = rmbench_conversations(tokenizer, items, config)
     if not conversations:
         raise ValueError("no RM-Bench items to collect feature contexts from")
     top, background = TopContexts(config.top_n), BackgroundSample(config.background_size, config.seed)
-    batches = token_budget_batches([len(c.input_ids) for c in conversations], config.batch_tokens)
+    packs = pack_shared_prefixes(
+        [c.input_ids for c in conversations], [c.item for c in conversations], config.batch_tokens
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for batch in tqdm(batches, desc="feature contexts", unit="batch"):
-        chosen = [conversations[i] for i in batch]
-        input_ids, attention_mask = pad_right([c.input_ids for c in chosen], pad_id)
-        rows = torch.tensor([row for row, c in enumerate(chosen) for _ in c.positions], dtype=torch.long)
-        columns = torch.tensor([p.index for c in chosen for p in c.positions], dtype=torch.long)
-        positions = [p for c in chosen for p in c.positions]
+    for batch in tqdm(packed_batches(packs, config.batch_tokens), desc="feature contexts", unit="batch"):
+        chosen = [packs[i] for i in batch]
+        rows, columns, positions = [], [], []
+        for row, pack in enumerate(chosen):
+            for slot, member in enumerate(pack.members):
+                index = pack.member_index(slot)
+                for p in conversations[member].positions:
+                    rows.append(row)
+                    columns.append(index[p.index])
+                    positions.append(p)
         if not positions:
             continue
+        inputs = packed_inputs(chosen, pad_id, attention)
         with torch.inference_mode():
-            latents = token_latents(input_ids.to(device), attention_mask.to(device))
-        if latents.dim() != 3 or latents.shape[:2] != input_ids.shape:
+            latents = token_latents(
+                *(inputs[k].to(device) for k in ("input_ids", "attention_mask", "position_ids"))
+            )
+        if latents.dim() != 3 or latents.shape[:2] != inputs["input_ids"].shape:
             raise ValueError(
                 f"token_latents must return (batch, tokens, features); got shape {tuple(latents.shape)}"
             )
+        rows, columns = torch.tensor(rows, dtype=torch.long), torch.tensor(columns, dtype=torch.long)
         activations = latents[rows.to(latents.device), columns.to(latents.device)].float().cpu()
         top.add(activations, positions)
         background.add(activations, positions)

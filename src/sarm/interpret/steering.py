@@ -39,7 +39,7 @@ from sarm.data.records import BenchmarkPrompt, Message, RMBenchItem
 from sarm.data.rewardbench2 import completion_table
 from sarm.data.rmbench import steering_pairs
 from sarm.eval.rewardbench2 import score_rewardbench2
-from sarm.rm.final_states import iter_final_token_states, load_final_token_states
+from sarm.rm.final_states import iter_final_token_states, load_final_token_states, prompt_keys
 from sarm.rm.models import SARM
 from sarm.rm.token_states import load_token_states, model_final_states
 from sarm.runtime import atomic_write, write_json_atomic, write_parquet_atomic
@@ -241,7 +241,9 @@ def _final_states(
     token_ids = tokenize_conversations(tokenizer, conversations, config.max_length, config.date_string)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     states = None
-    batches = iter_final_token_states(model.decoder, token_ids, [model.layer], config.batch_tokens, pad_id)
+    batches = iter_final_token_states(
+        model.decoder, token_ids, [model.layer], config.batch_tokens, pad_id, keys=prompt_keys(conversations)
+    )
     with tqdm(total=len(token_ids), desc=f"final-token states: {desc}", unit="conv") as progress:
         for batch, by_layer, _ in batches:
             batch_states = by_layer[model.layer]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,13 +21,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from sarm.backbone import hidden_states, last_token_index
-from sarm.batching import pad_right, token_budget_batches
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
 from sarm.data.rmbench import steering_pairs
 from sarm.data.specs import load_dataset_spec
+from sarm.packing import pack_shared_prefixes, packed_batches, packed_inputs
 from sarm.rm.chunked_parts import ChunkedParts
 from sarm.rm.pairs import pair_conversations
 from sarm.rm.token_states import DEFAULT_STORAGE_DTYPE, STORAGE_DTYPES
@@ -47,32 +46,52 @@ def iter_final_token_states(
     batch_tokens: int,
     pad_id: int,
     token_layers: Sequence[int] = (),
+    keys: Sequence[Hashable] | None = None,
 ) -> Iterator[tuple[list[int], dict[int, torch.Tensor], dict[int, list[torch.Tensor]]]]:
     """Yield (indices into token_ids, {layer: (b, d) final-token states}, {token layer: b (length, d) states
-    of every token}) batch by batch, float32 on the CPU, longest batches first."""
+    of every token}) batch by batch, float32 on the CPU, longest batches first.
+
+    Sequences with equal `keys` (`prompt_keys` of their conversations) run their common prefix once
+    (`sarm.packing`); without keys every sequence runs alone."""
     depth = decoder.config.num_hidden_layers
     bad = [layer for layer in [*layers, *token_layers] if not 1 <= layer <= depth]
     if bad:
         raise ValueError(f"layers {bad} are outside 1..{depth} of this (truncated) decoder")
     device = module_device(decoder)
+    attention = decoder.config._attn_implementation
+    packs = pack_shared_prefixes(token_ids, range(len(token_ids)) if keys is None else keys, batch_tokens)
     was_training = decoder.training
     decoder.eval()
     try:
-        for batch in token_budget_batches([len(t) for t in token_ids], batch_tokens):
-            input_ids, attention_mask = pad_right([token_ids[i] for i in batch], pad_id)
-            input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            states = hidden_states(decoder, input_ids, attention_mask, sorted({*layers, *token_layers}))
-            rows = torch.arange(len(batch), device=device)
-            last = last_token_index(attention_mask)
-            finals = {layer: states[layer][rows, last].float().cpu() for layer in layers}
-            lengths = attention_mask.sum(1).tolist()
+        for batch in packed_batches(packs, batch_tokens):
+            chosen = [packs[i] for i in batch]
+            inputs = packed_inputs(chosen, pad_id, attention, next(decoder.parameters()).dtype)
+            out = decoder(
+                **{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True, use_cache=False
+            )
+            rows = [(row, slot) for row, pack in enumerate(chosen) for slot in range(len(pack.members))]
+            members = [chosen[row].members[slot] for row, slot in rows]
+            index = [chosen[row].member_index(slot) for row, slot in rows]
+            last_row = torch.tensor([row for row, _ in rows], device=device)
+            last_column = torch.tensor([i[-1] for i in index], device=device)
+            finals = {
+                layer: out.hidden_states[layer][last_row, last_column].float().cpu() for layer in layers
+            }
             tokens = {
-                layer: [states[layer][row, :length].float().cpu() for row, length in enumerate(lengths)]
+                layer: [
+                    out.hidden_states[layer][row, torch.tensor(i, device=device)].float().cpu()
+                    for (row, _), i in zip(rows, index, strict=True)
+                ]
                 for layer in token_layers
             }
-            yield batch, finals, tokens
+            yield members, finals, tokens
     finally:
         decoder.train(was_training)
+
+
+def prompt_keys(conversations: Sequence[list[Message]]) -> list[str]:
+    """What a conversation shares with others that differ from it only in their last message."""
+    return [json.dumps(messages[:-1], sort_keys=True) for messages in conversations]
 
 
 def dataset_conversations(
@@ -123,19 +142,31 @@ def final_token_states(
         )
     out_path = Path(out_path)
     token_layers = sorted(token_layers)
-    fingerprinted = [list(layers), max_length, chunk_size, date_string]
-    if token_layers:  # files without per-token states keep the fingerprint they had before those existed
+    # Chunks run in prompt order, so a prompt's conversations share one pass (a preference pair's chosen
+    # and rejected sides are N apart in `conversations`); the merged file is back in input order.
+    keys = prompt_keys(conversations)
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}
+    order = sorted(range(len(conversations)), key=lambda i: (first[keys[i]], i))
+    fingerprinted = [list(layers), max_length, chunk_size, date_string, "prompt order"]
+    if token_layers:
         fingerprinted += [token_layers, token_dtype]
     parts = ChunkedParts(
         out_path, fingerprint(fingerprinted, *conversations), len(conversations), chunk_size, "states"
     )
     for start, chunk_file in parts.missing():
-        chunk = conversations[start : start + chunk_size]
+        chunk_order = order[start : start + chunk_size]
+        chunk = [conversations[i] for i in chunk_order]
         token_ids = tokenize_conversations(tokenizer, chunk, max_length, date_string)
         finals: dict[int, torch.Tensor] = {}
         every: dict[int, list[torch.Tensor | None]] = {layer: [None] * len(chunk) for layer in token_layers}
         for batch, batch_finals, batch_tokens_states in iter_final_token_states(
-            decoder, token_ids, layers, batch_tokens, tokenizer.pad_token_id, token_layers
+            decoder,
+            token_ids,
+            layers,
+            batch_tokens,
+            tokenizer.pad_token_id,
+            token_layers,
+            keys=[keys[i] for i in chunk_order],
         ):
             for layer, s in batch_finals.items():
                 if layer not in finals:
@@ -152,17 +183,23 @@ def final_token_states(
             saved["lengths"] = torch.tensor([len(ids) for ids in token_ids])
         atomic_write(chunk_file, partial(save_file, saved))
 
+    position = torch.empty(len(order), dtype=torch.long)  # conversation i is row position[i] of the parts
+    position[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
     merged = {
-        f"layer{layer}": torch.cat(parts.read(f"layer{layer}")) if parts.files else torch.empty(0)
+        f"layer{layer}": torch.cat(parts.read(f"layer{layer}"))[position] if parts.files else torch.empty(0)
         for layer in layers
     }
     if token_layers:
-        lengths = torch.cat(parts.read("lengths")) if parts.files else torch.zeros(0, dtype=torch.long)
+        lengths = torch.cat(parts.read("lengths")).long() if parts.files else torch.zeros(0, dtype=torch.long)
+        starts = torch.cumsum(lengths, 0) - lengths
+        rows = torch.cat(
+            [torch.arange(starts[p], starts[p] + lengths[p]) for p in position.tolist()] or [lengths]
+        )
         merged["offsets"] = torch.zeros(len(lengths) + 1, dtype=torch.long)
-        merged["offsets"][1:] = torch.cumsum(lengths.long(), 0)
+        merged["offsets"][1:] = torch.cumsum(lengths[position], 0)
         for layer in token_layers:
             merged[f"tokens{layer}"] = (
-                torch.cat(parts.read(f"tokens{layer}"))
+                torch.cat(parts.read(f"tokens{layer}"))[rows]
                 if parts.files
                 else torch.zeros(0, decoder.config.hidden_size)
             )

@@ -76,7 +76,9 @@ class RewardModel(nn.Module, ABC):
                 f"decoder has {decoder.config.num_hidden_layers} layers but the model reads layer {layer}"
             )
 
-    def residual(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def residual(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T, d) residual stream after `layer` layers (the decoder's final norm is an Identity)."""
         if self.decoder is None:
             raise RuntimeError(
@@ -84,7 +86,7 @@ class RewardModel(nn.Module, ABC):
                 "load it with load_reward_model(dir) to score text"
             )
         return self.decoder(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
 
     def residual_from(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
@@ -267,10 +269,15 @@ class SARM(RewardModel):
         """(B, M) features at the final token."""
         return self.features(self.final_states(input_ids, attention_mask))
 
-    def token_latents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, M) features at every token; zero at padding."""
-        features = self.features(self.residual(input_ids, attention_mask))
-        return features * attention_mask.unsqueeze(-1).to(features.dtype)
+    def token_latents(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T, M) features at every token. With a (B, T) padding mask they are zero at padding; a packed
+        batch (`sarm.packing`: (B, 1, T, T) mask and position_ids) leaves its padding as computed."""
+        features = self.features(self.residual(input_ids, attention_mask, position_ids))
+        if attention_mask.dim() == 2:
+            features = features * attention_mask.unsqueeze(-1).to(features.dtype)
+        return features
 
     def contributions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, M) per-feature terms z_i w_i; they sum to the reward."""
