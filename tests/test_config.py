@@ -173,6 +173,7 @@ def test_sizes_as_multiples_of_hidden_size():
             "config key `interpret.explainer.markers`",
         ),
         (lambda c: c["tables"].update(seeds=0), "config key `tables.seeds` has an invalid value 0"),
+        (lambda c: c["steering"].update(domains=[]), "config key `steering.domains` has an invalid value []"),
         (
             lambda c: c["reward_model"].update(seed=-1),
             "config key `reward_model.seed` has an invalid value -1",
