@@ -26,6 +26,7 @@ rule split_sentences:
         log_path("split_sentences", "{backbone}"),
     benchmark:
         benchmark_path("split_sentences", "{backbone}")
+    priority: 2
     conda:
         ENVS / "torch.yaml"
     params:

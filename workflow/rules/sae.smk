@@ -26,6 +26,7 @@ rule train_sae:
         log_path("train_sae", SAE_NAME),
     benchmark:
         benchmark_path("train_sae", SAE_NAME)
+    priority: 1
     conda:
         ENVS / "torch.yaml"
     params:

@@ -43,6 +43,7 @@ rule train_sarm:
         log_path("train_sarm", SARM_NAME),
     benchmark:
         benchmark_path("train_sarm", SARM_NAME)
+    priority: 1
     conda:
         ENVS / "torch.yaml"
     params:
