@@ -20,7 +20,6 @@ rule sample_activations:
         )
     wildcard_constraints:
         layer=r"\d+(-\d+)*",
-    priority: 2
     conda:
         ENVS / "torch.yaml"
     params:
@@ -53,7 +52,6 @@ rule sample_activations_levels:
     wildcard_constraints:
         backbone=shared_sampling_backbone(),
         layer=r"\d+(-\d+)*",
-    priority: 2
     conda:
         ENVS / "torch.yaml"
     params:

@@ -26,7 +26,6 @@ rule split_sentences:
         log_path("split_sentences", "{backbone}"),
     benchmark:
         benchmark_path("split_sentences", "{backbone}")
-    priority: 2
     conda:
         ENVS / "torch.yaml"
     params:

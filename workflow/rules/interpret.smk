@@ -18,7 +18,6 @@ rule feature_contexts:
         log_path("feature_contexts", REWARD_MODEL_NAME),
     benchmark:
         benchmark_path("feature_contexts", REWARD_MODEL_NAME)
-    priority: 2
     conda:
         ENVS / "torch.yaml"
     params:

@@ -26,7 +26,6 @@ rule train_sae:
         log_path("train_sae", SAE_NAME),
     benchmark:
         benchmark_path("train_sae", SAE_NAME)
-    priority: 1
     conda:
         ENVS / "torch.yaml"
     params:

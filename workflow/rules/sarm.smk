@@ -43,7 +43,6 @@ rule train_sarm:
         log_path("train_sarm", SARM_NAME),
     benchmark:
         benchmark_path("train_sarm", SARM_NAME)
-    priority: 1
     conda:
         ENVS / "torch.yaml"
     params:
