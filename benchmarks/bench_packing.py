@@ -23,7 +23,7 @@ import yaml
 
 from sarm.backbone import convert_gguf, cpu_flags, load_decoder, load_tokenizer
 from sarm.data.chat import DEFAULT_DATE_STRING, tokenize_conversations
-from sarm.rm.final_states import dataset_conversations, iter_final_token_states, prompt_keys
+from sarm.rm.final_states import dataset_conversations, iter_final_token_states, prompt_keys, prompt_order
 
 REPO = Path(__file__).parents[1]
 RESULTS = Path(__file__).parent / "results" / "packing.json"
@@ -65,8 +65,7 @@ def main() -> None:
     for dataset in ["rewardbench2", "preferences"]:
         conversations = dataset_conversations(dataset, dict(config["data"][dataset]))
         keys = prompt_keys(conversations)
-        first = {key: i for i, key in reversed(list(enumerate(keys)))}
-        order = sorted(range(len(conversations)), key=lambda i: (first[keys[i]], i))[: args.conversations]
+        order = prompt_order(keys)[: args.conversations]
         chosen = [conversations[i] for i in order]
         token_ids = tokenize_conversations(
             tokenizer, chosen, rm["max_length"], rm.get("date_string", DEFAULT_DATE_STRING)

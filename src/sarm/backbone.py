@@ -132,11 +132,20 @@ def _quiet_transformers():
 
 
 def hidden_states(
-    decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int]
+    decoder: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: list[int],
+    position_ids: torch.Tensor | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Residual stream after each requested layer (1-based count of decoder layers applied)."""
+    """Residual stream after each requested layer (1-based count of decoder layers applied). `attention_mask`
+    is a (B, T) padding mask, or with `position_ids` the (B, 1, T, T) mask of packed rows (`sarm.packing`)."""
     out = decoder(
-        input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        output_hidden_states=True,
+        use_cache=False,
     )
     return {layer: out.hidden_states[layer] for layer in layers}
 

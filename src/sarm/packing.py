@@ -50,7 +50,7 @@ def pack_shared_prefixes(
         groups.setdefault(key, []).append(index)
     packs = []
     for members in groups.values():
-        prefix = common_prefix([token_ids[i] for i in members]) if len(members) > 1 else 0
+        prefix = common_prefix([token_ids[i] for i in members])
         current: list[int] = []
         size = prefix
         for index in members:

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from sarm.backbone import hidden_states
 from sarm.data.chat import DEFAULT_DATE_STRING, DEFAULT_MAX_LENGTH, tokenize_conversations
 from sarm.data.records import Message
 from sarm.data.rewardbench2 import completion_table
@@ -65,21 +66,22 @@ def iter_final_token_states(
     try:
         for batch in packed_batches(packs, batch_tokens):
             chosen = [packs[i] for i in batch]
-            inputs = packed_inputs(chosen, pad_id, attention, next(decoder.parameters()).dtype)
-            out = decoder(
-                **{k: v.to(device) for k, v in inputs.items()}, output_hidden_states=True, use_cache=False
-            )
+            inputs = {
+                name: tensor.to(device)
+                for name, tensor in packed_inputs(
+                    chosen, pad_id, attention, next(decoder.parameters()).dtype
+                ).items()
+            }
+            states = hidden_states(decoder, **inputs, layers=sorted({*layers, *token_layers}))
             rows = [(row, slot) for row, pack in enumerate(chosen) for slot in range(len(pack.members))]
             members = [chosen[row].members[slot] for row, slot in rows]
             index = [chosen[row].member_index(slot) for row, slot in rows]
             last_row = torch.tensor([row for row, _ in rows], device=device)
             last_column = torch.tensor([i[-1] for i in index], device=device)
-            finals = {
-                layer: out.hidden_states[layer][last_row, last_column].float().cpu() for layer in layers
-            }
+            finals = {layer: states[layer][last_row, last_column].float().cpu() for layer in layers}
             tokens = {
                 layer: [
-                    out.hidden_states[layer][row, torch.tensor(i, device=device)].float().cpu()
+                    states[layer][row, torch.tensor(i, device=device)].float().cpu()
                     for (row, _), i in zip(rows, index, strict=True)
                 ]
                 for layer in token_layers
@@ -92,6 +94,12 @@ def iter_final_token_states(
 def prompt_keys(conversations: Sequence[list[Message]]) -> list[str]:
     """What a conversation shares with others that differ from it only in their last message."""
     return [json.dumps(messages[:-1], sort_keys=True) for messages in conversations]
+
+
+def prompt_order(keys: Sequence[str]) -> list[int]:
+    """Indices with equal keys made adjacent, groups in order of first appearance, input order within."""
+    first = {key: i for i, key in reversed(list(enumerate(keys)))}
+    return sorted(range(len(keys)), key=lambda i: (first[keys[i]], i))
 
 
 def dataset_conversations(
@@ -145,8 +153,7 @@ def final_token_states(
     # Chunks run in prompt order, so a prompt's conversations share one pass (a preference pair's chosen
     # and rejected sides are N apart in `conversations`); the merged file is back in input order.
     keys = prompt_keys(conversations)
-    first = {key: i for i, key in reversed(list(enumerate(keys)))}
-    order = sorted(range(len(conversations)), key=lambda i: (first[keys[i]], i))
+    order = prompt_order(keys)
     fingerprinted = [list(layers), max_length, chunk_size, date_string, "prompt order"]
     if token_layers:
         fingerprinted += [token_layers, token_dtype]
