@@ -102,6 +102,10 @@ def tiny_config(backbone: Path) -> dict:
             "explainer": {"kind": "local", "model": "tiny"},
         },
         "steering": {"experiment": "SARM", "scale": 10.0},
+        # The tests compare rewards scored from cached states with those of the loaded model in fp32; `auto`
+        # would pick bf16 on a CPU with native bf16 units and its rounding flips TopK selections (33 of
+        # 1,436 RewardBench 2 rewards on an AVX512_BF16 machine).
+        "inference_dtype": "float32",
     }
 
 
