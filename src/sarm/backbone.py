@@ -6,8 +6,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,28 +171,16 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def matmul_seconds(dtype: torch.dtype, size: int = 768, repeats: int = 3) -> float:
-    """Best time of a size x size matmul in `dtype` on the CPU (after one warm-up)."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def inference_dtype(
     setting: str = DEFAULT_INFERENCE_DTYPE,
     device: torch.device | None = None,
     flags: set[str] | None = None,
-    seconds: Callable[[torch.dtype], float] = matmul_seconds,
 ) -> torch.dtype:
-    """The dtype a backbone runs inference in: `setting` itself, or for "auto" the fastest one here.
+    """The dtype a backbone runs inference in: `setting` itself, or for "auto" the fast one here.
 
-    auto: on CUDA bf16 where the GPU supports it, else fp32; on a CPU fp32, unless its flags show native
-    bf16 units (AVX512_BF16 / AMX), in which case a short matmul measurement picks the faster of the two.
+    auto: on CUDA bf16 where the GPU supports it, else fp32; on a CPU bf16 where its flags show native bf16
+    units (AVX512_BF16 / AMX), else fp32. Decided from the hardware alone, never from a timing, so every job
+    of a run on one machine computes in the same dtype whatever else the machine is doing.
     """
     if setting != "auto":
         if setting not in DTYPES:
@@ -213,20 +199,15 @@ def inference_dtype(
         )
         return chosen
     flags = cpu_flags() if flags is None else flags
-    if not flags & NATIVE_BF16_FLAGS:
+    native = sorted(flags & NATIVE_BF16_FLAGS)
+    if not native:
         log.info(
             "inference dtype float32 (auto: no native bf16 on this CPU, none of %s)",
             sorted(NATIVE_BF16_FLAGS),
         )
         return torch.float32
-    timings = {dtype: seconds(dtype) for dtype in (torch.float32, torch.bfloat16)}
-    chosen = min(timings, key=timings.get)
-    log.info(
-        "inference dtype %s (auto: matmul seconds %s)",
-        chosen,
-        {str(d): round(t, 5) for d, t in timings.items()},
-    )
-    return chosen
+    log.info("inference dtype bfloat16 (auto: this CPU has native bf16 units, %s)", native)
+    return torch.bfloat16
 
 
 def device_and_dtype() -> tuple[torch.device, torch.dtype]:
