@@ -1,3 +1,4 @@
+import fcntl
 import os
 import subprocess
 import sys
@@ -27,15 +28,7 @@ def snakemake_command(*args: str) -> list[str]:
     return [str(VENV_BIN / "snakemake"), *args]
 
 
-@pytest.fixture(scope="session")
-def paper_dag() -> str:
-    """The dry run of the paper's DAG (config/config.yaml, ~520 jobs) through the SLURM profile, as printed.
-
-    Building it takes half a minute, so the test session builds it once; the tests that read it check
-    the experiments, the job counts and the paths, that the SLURM profile accepts the workflow, the
-    download jobs (test_download.py), the plan's jobs (test_plan.py), and they take from it the outputs
-    to mark as built (test_rerun_planning.py).
-    """
+def dry_run_of_paper_dag() -> str:
     result = subprocess.run(
         snakemake_command("-n", "--profile", "slurm", "all"),
         cwd=REPO,
@@ -52,3 +45,25 @@ def paper_dag() -> str:
     )
     assert result.returncode == 0, result.stderr[-4000:] + result.stdout[-4000:]
     return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="session")
+def paper_dag(tmp_path_factory, worker_id) -> str:
+    """The dry run of the paper's DAG (config/config.yaml, ~520 jobs) through the SLURM profile, as printed.
+
+    Built once per test run, also under pytest-xdist (whose workers each have their own session: the
+    first to need it writes it beside their temporary directories, the others read it). The tests that
+    read it check the experiments, the job counts and the paths, that the SLURM profile accepts the
+    workflow, the download jobs (test_download.py), the plan's jobs (test_plan.py), the explainers'
+    resources (test_profiles.py), and they take from it the outputs to mark as built
+    (test_rerun_planning.py).
+    """
+    if worker_id == "master":  # no xdist: this session is the whole run
+        return dry_run_of_paper_dag()
+    run_directory = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    with open(run_directory / "paper_dag.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        printed = run_directory / "paper_dag.txt"
+        if not printed.exists():
+            printed.write_text(dry_run_of_paper_dag())
+        return printed.read_text()

@@ -67,17 +67,27 @@ def test_sampling_parts_go_to_slurm_as_an_array_job():
     assert "sample_activations" in [r.strip() for r in PROFILE["slurm-array-jobs"].split(",")]
 
 
-def test_explainer_rules_get_a_gpu_only_for_a_local_explainer(tmp_path):
+def rules_given_a_gpu(dry_run: str) -> set[str]:
+    """The rules of a dry run's printed jobs that request `gpu=1`."""
+    blocks = re.split(r"\n(?=rule \w+:)", dry_run)
+    return {
+        block.split(":")[0].removeprefix("rule ")
+        for block in blocks
+        if block.startswith("rule ") and re.search(r"resources:.*\bgpu=1\b", block)
+    }
+
+
+def test_explainer_rules_get_a_gpu_only_for_a_local_explainer(tmp_path, paper_dag):
     """The profile gives explain_features / detection_scores no GPU; the workflow does, for kind: local, and
     to detection_scores only when that local model also judges."""
     for rule in ("explain_features", "detection_scores"):
         assert "gpu" not in RESOURCES[rule]
 
-    def gpus(kind: str, judge: str = "explainer") -> set[str]:
+    def gpus(kind: str, judge: str) -> set[str]:
         config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-        config["interpret"]["explainer"] = {"kind": kind, "model": "llama-3.1-8b"} if kind == "local" else {}
-        if kind == "contrastive":
-            config["interpret"]["explainer"] = {"kind": kind}
+        config["interpret"]["explainer"] = {"kind": kind}
+        if kind == "local":
+            config["interpret"]["explainer"]["model"] = "llama-3.1-8b"
         config["interpret"]["detection_judge"] = judge
         path = tmp_path / f"{kind}-{judge}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -86,18 +96,18 @@ def test_explainer_rules_get_a_gpu_only_for_a_local_explainer(tmp_path):
         )
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=ENV, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-        blocks = re.split(r"\n(?=rule \w+:)", result.stdout + result.stderr)
-        return {
-            block.split(":")[0].removeprefix("rule ")
-            for block in blocks
-            if block.startswith("rule ") and re.search(r"resources:.*\bgpu=1\b", block)
-        }
+        return rules_given_a_gpu(result.stdout + result.stderr)
 
-    assert {"explain_features", "detection_scores"} <= gpus("local")
-    assert "explain_features" in gpus("local", "lexical") and "detection_scores" not in gpus(
-        "local", "lexical"
-    )
-    assert not {"explain_features", "detection_scores"} & gpus("openai")
+    assert {"explain_features", "detection_scores"} <= gpus("local", "explainer")
+    local_explainer_lexical_judge = gpus("local", "lexical")
+    assert "explain_features" in local_explainer_lexical_judge
+    assert "detection_scores" not in local_explainer_lexical_judge
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["interpret"]
+    assert paper["explainer"]["kind"] == "openai" and paper["detection_judge"] == "explainer"
+    assert "rule explain_features:" in paper_dag and "rule detection_scores:" in paper_dag
+    paper_gpu_rules = rules_given_a_gpu(paper_dag)
+    assert "train_sae" in paper_gpu_rules  # the dry run prints the jobs' resources
+    assert not {"explain_features", "detection_scores"} & paper_gpu_rules
     assert not {"explain_features", "detection_scores"} & gpus("contrastive", "lexical")
 
 

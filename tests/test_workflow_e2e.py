@@ -57,6 +57,21 @@ def test_all_builds_every_table_figure_and_card(tiny_run):
         assert (workdir / SARM_DIR / "steering" / figure).stat().st_size > 0
 
 
+def test_layer_2_samples_both_levels_in_one_pass_per_part_and_layer_1_its_own(tiny_run):
+    """sampling.share_levels: the sequence and token SAEs of layer 2 read activations of one job per part;
+    layer 1 has only a sequence-level SAE, sampled by the per-layer rule."""
+    workdir, _ = tiny_run
+    logs = workdir / "results/logs/sample_activations/tiny"
+    sampled = sorted(str(path.relative_to(logs)) for path in logs.rglob("*.log"))
+    assert sampled == [
+        f"{kind}/part{part}.log" for kind in ("sequence+token/layer2", "sequence/layer1") for part in (0, 1)
+    ]
+    for level, layer in (("sequence", 1), ("sequence", 2), ("token", 2)):
+        for part in (0, 1):
+            path = workdir / ACTIVATIONS.format(backbone="tiny", level=level, layer=layer, part=part)
+            assert any(path.iterdir()), path
+
+
 def untrained_sae_fvu(workdir, metrics: dict) -> tuple[float, int]:
     """FVU of the SAE as `train_sae` starts it (same seed and input scale), on the rows its metrics used:
     the held-out rows if the metrics say so, else the first rows of the training stream."""

@@ -33,7 +33,9 @@ def tiny_config(backbone: Path) -> dict:
             "rewardbench2": {"source": str(demo / "rewardbench2.jsonl")},
             "rmbench": {"source": str(demo / "rmbench.jsonl")},  # steering needs its safety domains
         },
-        "sampling": {"parts": 2, "batch_tokens": 1024, "shard_rows": 64},
+        # Layer 2's sequence and token levels from one pass per part (sample_activations_levels, as the
+        # demo), layer 1's sequence level alone (sample_activations, as the paper's layout).
+        "sampling": {"parts": 2, "batch_tokens": 1024, "shard_rows": 64, "share_levels": True},
         "sae": {
             "latents": "4x",
             "k": 4,
