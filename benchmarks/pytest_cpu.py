@@ -52,19 +52,17 @@ def summarize(path: Path, top: int = 15) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     files = collections.defaultdict(lambda: [0.0, 0.0])
     for row in rows:
-        files[row["test"].split("::")[0]][0] += row["cpu_own"] + row["cpu_children"]
-        files[row["test"].split("::")[0]][1] += row["wall"]
-    total = sum(cpu for cpu, _ in files.values())
-    print(
-        f"{len(rows)} tests, {total:.0f} CPU s; span {max(r['start'] + r['wall'] for r in rows) - min(r['start'] for r in rows):.0f} s"
-    )
+        file = files[row["test"].split("::")[0]]
+        file[0] += row["cpu_own"] + row["cpu_children"]
+        file[1] += row["wall"]
+    ranked = sorted(files.items(), key=lambda item: -item[1][0])
+    span = max(r["start"] + r["wall"] for r in rows) - min(r["start"] for r in rows)
+    print(f"{len(rows)} tests, {sum(cpu for cpu, _ in files.values()):.0f} CPU s; span {span:.0f} s")
     print("| file | CPU s | wall s |\n|---|---:|---:|")
-    for name, (cpu, wall) in sorted(files.items(), key=lambda item: -item[1][0])[:top]:
+    for name, (cpu, wall) in ranked[:top]:
         print(f"| {name} | {cpu:.1f} | {wall:.1f} |")
-    rest = sorted(files.values(), key=lambda v: -v[0])[top:]
-    print(
-        f"| {len(rest)} other files | {sum(cpu for cpu, _ in rest):.1f} | {sum(wall for _, wall in rest):.1f} |"
-    )
+    rest = [seconds for _, seconds in ranked[top:]]
+    print(f"| {len(rest)} other files | {sum(c for c, _ in rest):.1f} | {sum(w for _, w in rest):.1f} |")
 
 
 if __name__ == "__main__":
